@@ -1,0 +1,120 @@
+//! Body wrappers shared by the proxy and the upstream client.
+//!
+//! [`ForwardBody`] is the one concrete body type the upstream client sends
+//! (hyper-util's legacy client is generic over a single body type). It
+//! passes every frame through unchanged; its only job here is the idle
+//! timeout: an error when the source produces nothing for `idle` while the
+//! consumer is waiting for data.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// The error type of proxied bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body stalled longer than its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?} (idle timeout)")]
+pub struct IdleTimeout(pub Duration);
+
+/// Wraps a body with an idle timeout.
+///
+/// NB: the timer is re-armed only when the inner body returns `Pending`
+/// after having produced a frame, so a fast stream pays one clock read per
+/// stall, not one per frame.
+pub struct TimedBody<B> {
+    inner: B,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl<B> TimedBody<B> {
+    /// Wraps `inner`; it fails with [`IdleTimeout`] after `idle` without a frame.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        TimedBody {
+            inner,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    timer.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The body the gateway forwards to a broker: the platform's body, streamed.
+pub type ForwardBody = TimedBody<Incoming>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_body_fails_after_idle_timeout_but_frames_pass_unchanged() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+        let stream = tokio_stream_from(rx);
+        let mut body = TimedBody::new(StreamBody::new(stream), Duration::from_secs(5));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"abc")))).await.unwrap();
+        let f = body.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "abc");
+        // Nothing more arrives: paused time auto-advances to the deadline.
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<IdleTimeout>(), "{err}");
+        drop(tx);
+    }
+
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_core::Stream<Item = T> + Unpin {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+}

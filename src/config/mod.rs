@@ -1,0 +1,226 @@
+//! The gateway's own configuration file (`gateway.toml`): listener, TLS, mode,
+//! where the registry lives, upstream defaults, logging.
+//!
+//! Parsing is two steps, as everywhere in this crate: a serde DTO
+//! ([`file::GatewayFile`], unknown keys refused) and then validation into a
+//! [`GatewayConfig`], which only holds valid values. Every error names the
+//! field and the value.
+
+pub mod duration;
+pub mod file;
+pub mod secret;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use secret::{Secret, SecretKey};
+
+/// Name of the environment variable holding the base64 key for `enc:v1:` secrets.
+pub const SECRET_KEY_ENV: &str = "OSB_GATEWAY_SECRET_KEY";
+
+/// The gateway configuration used when `serve` is given no `--config`:
+/// development mode on 127.0.0.1:8080, with the sample registry.
+pub const EMBEDDED_GATEWAY: &str = include_str!("../../config/gateway.dev.toml");
+/// The registry used by the embedded defaults: one sample broker on
+/// `http://127.0.0.1:9090` (see `cargo run --example sample_broker`).
+pub const EMBEDDED_REGISTRY: &str = include_str!("../../config/registry.dev.toml");
+
+/// A configuration error: the field, the value and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the problem is (`listen.address`, `registry.file`, ...); may carry a file name.
+    pub field: String,
+    /// The offending value as written (never a secret).
+    pub value: String,
+    /// What is wrong and, where possible, what to do.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// Builds an error.
+    pub fn new(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.field, self.reason)
+        } else {
+            write!(f, "{} = {:?}: {}", self.field, self.value, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Whether the gateway runs in development mode (plain-text listener and
+/// plain-text passwords allowed) or production mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Production: TLS listener, secrets from env/file/enc:v1: only.
+    Production,
+    /// Development: plain HTTP listener and plain-text passwords allowed.
+    Development,
+}
+
+impl Mode {
+    /// `true` in development mode.
+    pub fn is_development(self) -> bool {
+        self == Mode::Development
+    }
+}
+
+/// Certificate chain and private key files for the platform listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Where the registry (brokers, platforms, locations) is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrySource {
+    /// A TOML file, re-read on reload.
+    File(PathBuf),
+    /// TOML text compiled into the binary (the embedded defaults).
+    Embedded(&'static str),
+}
+
+/// Upstream timeouts; defaults for every route, which a route may override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect plus TLS handshake.
+    pub connect: Duration,
+    /// From sending the request until the response headers arrive. Longer than
+    /// a platform's own 60 s by default, so the platform gives up first and the
+    /// gateway never turns a slow success into an error.
+    pub response: Duration,
+    /// Longest pause between two body frames, in either direction.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            response: Duration::from_secs(125),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Connection-pool settings toward brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// How long an unused keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per upstream host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 64,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Production or development mode.
+    pub mode: Mode,
+    /// Platform listener address.
+    pub listen: SocketAddr,
+    /// TLS for the platform listener; `None` only in development mode.
+    pub tls: Option<TlsFiles>,
+    /// Where the registry comes from.
+    pub registry: RegistrySource,
+    /// Key for `enc:v1:` secrets, if configured.
+    pub secret_key: Option<SecretKey>,
+    /// Default upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Upstream connection pools.
+    pub pool: PoolSettings,
+    /// How long in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Longest a platform may take for its TLS handshake and request headers.
+    pub header_read_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Default log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.
+    pub log_level: String,
+    /// Directory for local state (captures in the embedded store).
+    pub data_dir: PathBuf,
+    /// This gateway's name in logs and captures.
+    pub instance: String,
+}
+
+impl GatewayConfig {
+    /// Reads and validates a gateway file. Relative paths in it are relative
+    /// to the file's directory. `env` reads environment variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, field and value.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", path.display(), format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, env).map_err(|mut e| {
+            e.field = format!("{}: {}", path.display(), e.field);
+            e
+        })
+    }
+
+    /// The embedded defaults (development mode, sample registry).
+    pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut c = Self::from_toml(EMBEDDED_GATEWAY, Path::new("."), env)
+            .expect("embedded gateway config is valid");
+        c.registry = RegistrySource::Embedded(EMBEDDED_REGISTRY);
+        c
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `base`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field and value.
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let f: file::GatewayFile = toml::from_str(text).map_err(|e| toml_error(&e))?;
+        f.validate(base, env)
+    }
+}
+
+/// Turns a TOML/serde error into a [`ConfigError`] that names the key.
+pub(crate) fn toml_error(e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().to_string();
+    let field = match e.span() {
+        Some(span) => format!("at bytes {}..{}", span.start, span.end),
+        None => "file".into(),
+    };
+    ConfigError::new(field, "", msg)
+}

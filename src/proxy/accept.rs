@@ -1,0 +1,135 @@
+//! The platform listener: TCP accept, TLS (tokio-rustls, ALPN h2 and
+//! http/1.1), HTTP/1.1 and HTTP/2 through hyper-util's auto builder, and
+//! graceful shutdown (stop accepting, let requests in flight finish within a
+//! bound).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::Proxy;
+use crate::config::TlsFiles;
+
+/// Builds the TLS acceptor for the platform listener.
+///
+/// # Errors
+/// A message naming the file that could not be read or used.
+pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+    let certs = read_certs(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("listen.tls_key = {:?}: cannot read a PEM private key: {e}", files.key.display()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("listen.tls_cert/tls_key: certificate and key do not fit: {e}"))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("listen.tls_cert = {:?}: cannot read PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("listen.tls_cert = {:?}: no certificate in file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Listener settings.
+pub struct ServeOptions {
+    /// TLS, or `None` for plain text (development mode only; checked by config).
+    pub tls: Option<TlsAcceptor>,
+    /// Limit on the TLS handshake and on reading request headers.
+    pub header_read_timeout: Duration,
+    /// How long requests in flight get after shutdown begins.
+    pub grace: Duration,
+}
+
+/// Accepts connections until `shutdown` turns true, then drains.
+pub async fn serve(listener: TcpListener, proxy: Proxy, opts: ServeOptions, mut shutdown: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let proxy = proxy.clone();
+        let tls = opts.tls.clone();
+        let handshake_timeout = opts.header_read_timeout;
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req).await }
+            });
+            let result = match tls {
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        let conn = builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned();
+                        watcher.watch(conn).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(grace = ?opts.grace, "stopped accepting; waiting for requests in flight");
+    if tokio::time::timeout(opts.grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?opts.grace, "grace period over; closing remaining connections");
+    }
+}
+
+/// Resolves once shutdown was requested (or the sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // NB: the `Ref` that `wait_for` returns is not `Send`; drop it here.
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}

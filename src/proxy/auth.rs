@@ -1,0 +1,142 @@
+//! Platform authentication: basic auth against argon2 hashes, with a
+//! verified-password cache so the hot path pays one SHA-256, not argon2.
+//!
+//! NB: the cache holds `SHA-256(table salt || user || 0 || password)` of the
+//! last password that verified, per platform, in an `ArcSwapOption`: reading
+//! it takes no lock. A miss runs argon2 on the blocking pool, at most
+//! `max_concurrent` at a time, so wrong passwords cannot starve the reactor.
+//! Unknown user names are verified against a dummy hash so that they take as
+//! long as wrong passwords.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use super::error::ProxyError;
+use crate::registry::{Platform, RouteTable};
+
+/// Verifies platform credentials.
+pub struct Authenticator {
+    slow_path: Semaphore,
+}
+
+impl Authenticator {
+    /// At most `max_concurrent` argon2 verifications run at once.
+    pub fn new(max_concurrent: usize) -> Self {
+        Authenticator {
+            slow_path: Semaphore::new(max_concurrent.max(1)),
+        }
+    }
+
+    /// The platform whose credentials `header` carries.
+    ///
+    /// # Errors
+    /// [`ProxyError::Unauthenticated`] for a missing or malformed header,
+    /// [`ProxyError::BadCredentials`] for an unknown user or wrong password.
+    pub async fn authenticate(
+        &self,
+        table: &RouteTable,
+        header: Option<&HeaderValue>,
+    ) -> Result<Arc<Platform>, ProxyError> {
+        let (user, password) = header.and_then(parse_basic).ok_or(ProxyError::Unauthenticated)?;
+        let platform = table.platform(&user).cloned();
+        let digest = cache_digest(table.cache_salt(), &user, &password);
+        if let Some(p) = &platform {
+            if let Some(known) = p.verified.load().as_deref() {
+                if bool::from(known.ct_eq(&digest)) {
+                    return Ok(p.clone());
+                }
+            }
+        }
+        let hash = platform
+            .as_ref()
+            .map(|p| p.password_hash.clone())
+            .unwrap_or_else(|| dummy_hash().to_string());
+        let _permit = self
+            .slow_path
+            .acquire()
+            .await
+            .map_err(|_| ProxyError::Internal("authenticator closed".into()))?;
+        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+            .await
+            .map_err(|e| ProxyError::Internal(format!("password check failed: {e}")))?;
+        match platform {
+            Some(p) if ok => {
+                p.verified.store(Some(Arc::new(digest)));
+                Ok(p)
+            }
+            _ => Err(ProxyError::BadCredentials),
+        }
+    }
+}
+
+fn cache_digest(salt: &[u8], user: &str, password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(user.as_bytes());
+    h.update([0u8]);
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// `Basic base64(user:password)` → (user, password).
+pub fn parse_basic(v: &HeaderValue) -> Option<(String, String)> {
+    let s = v.to_str().ok()?;
+    let (scheme, token) = s.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Checks `password` against an argon2 PHC hash (constant time inside argon2).
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Hashes a password with argon2id and the crate's default (OWASP) parameters.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashing with default parameters cannot fail")
+        .to_string()
+}
+
+fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| hash_password("osb-gateway: no such platform"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_basic_auth() {
+        let v = HeaderValue::from_static("Basic dXNlcjpwYTpzcw==");
+        assert_eq!(parse_basic(&v), Some(("user".into(), "pa:ss".into())));
+        assert_eq!(parse_basic(&HeaderValue::from_static("Bearer abc")), None);
+        assert_eq!(parse_basic(&HeaderValue::from_static("Basic !!!")), None);
+    }
+
+    #[test]
+    fn hash_and_verify() {
+        let h = hash_password("s3cret");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&h, "s3cret"));
+        assert!(!verify_password(&h, "s3creT"));
+    }
+}

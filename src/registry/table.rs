@@ -1,0 +1,539 @@
+//! [`RouteTable`]: the validated, immutable registry the proxy routes by.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use base64::Engine as _;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
+
+use super::file::{EndpointFile, RegistryFile};
+use super::{RegistryError, RegistryErrors};
+use crate::config::file::opt_duration;
+use crate::config::secret::{SecretContext, SecretSource};
+use crate::config::{Mode, PoolSettings, SecretKey, Timeouts};
+use crate::upstream::{ClientFactory, Trust, UpstreamClient};
+
+/// The location name of private registrations in URLs.
+pub const PRIVATE: &str = "private";
+/// The publication that serves every location without one of its own.
+pub const GLOBAL: &str = "global";
+
+/// What building a table needs besides the registry itself.
+pub struct BuildContext<'a> {
+    /// Gateway mode (plain-text passwords only in development mode).
+    pub mode: Mode,
+    /// Key for `enc:v1:` secrets.
+    pub secret_key: Option<&'a SecretKey>,
+    /// Directory relative paths (`file:`, `ca_bundle`) resolve against.
+    pub base_dir: &'a Path,
+    /// Environment lookup for `env:` secrets.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Default timeouts.
+    pub timeouts: Timeouts,
+    /// Upstream pool settings.
+    pub pool: PoolSettings,
+}
+
+/// A broker's absolute base URL, split for joining request paths onto it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    scheme: Scheme,
+    authority: Authority,
+    /// Base path without trailing slash (`""` for the root).
+    base_path: String,
+    url: String,
+}
+
+impl Endpoint {
+    /// Parses an absolute `http(s)://host[:port][/base]` URL without
+    /// credentials, query or fragment.
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("not an absolute URL: {e}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err("not an absolute URL (expected https://host[:port][/path])".into());
+        };
+        if scheme != &Scheme::HTTP && scheme != &Scheme::HTTPS {
+            return Err(format!("unsupported scheme {scheme:?}: expected https://"));
+        }
+        if authority.as_str().contains('@') {
+            return Err("must not carry credentials; set username and password instead".into());
+        }
+        if authority.host().is_empty() {
+            return Err("has no host".into());
+        }
+        if uri.query().is_some() || text.contains('#') {
+            return Err("must not have a query or fragment".into());
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(Endpoint {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            url: format!("{scheme}://{authority}{base_path}"),
+            base_path,
+        })
+    }
+
+    /// `true` for `https://`.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The URL as normalised (no trailing slash).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The upstream URI for `rest`, the request's path from `/v2` on plus its
+    /// query (`/v2/catalog?x=1`), appended to the base path unchanged.
+    ///
+    /// # Errors
+    /// When the result is not a valid URI (cannot happen for paths hyper accepted).
+    pub fn join(&self, rest: &str) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(self.base_path.len() + rest.len());
+        pq.push_str(&self.base_path);
+        pq.push_str(rest);
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq)?)
+            .build()
+    }
+}
+
+/// One routable upstream: a private registration or a publication.
+#[derive(Debug)]
+pub struct Route {
+    /// Broker id.
+    pub broker: Arc<str>,
+    /// `private`, a location, or `global`.
+    pub location: Arc<str>,
+    /// Where requests go.
+    pub endpoint: Endpoint,
+    /// Basic-auth user name sent to the broker.
+    pub username: String,
+    /// Where the password came from, masked (`env:NAME`, `enc:v1:***`).
+    pub password_source: String,
+    /// `Authorization: Basic ...` for the broker, marked sensitive.
+    authorization: HeaderValue,
+    /// Plain HTTP / unverified TLS allowed.
+    pub development_mode: bool,
+    /// Extra CA bundle.
+    pub ca_bundle: Option<PathBuf>,
+    /// Effective timeouts.
+    pub timeouts: Timeouts,
+    /// Pooled client for this route's trust configuration.
+    pub client: UpstreamClient,
+}
+
+impl Route {
+    /// The `Authorization` header value to send upstream.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+}
+
+struct Publication {
+    approved: bool,
+    route: Arc<Route>,
+}
+
+struct BrokerEntry {
+    owner: String,
+    private: Option<Arc<Route>>,
+    publications: HashMap<String, Publication>,
+}
+
+/// A caller of the gateway.
+#[derive(Debug)]
+pub struct Platform {
+    /// Platform id (logs, captures).
+    pub id: Arc<str>,
+    /// Customer it belongs to.
+    pub customer: String,
+    /// Basic-auth user name.
+    pub username: String,
+    /// Argon2 PHC hash of the password.
+    pub password_hash: String,
+    /// Locations it may call.
+    pub locations: HashSet<String>,
+    /// Digest of the last password that verified against `password_hash`
+    /// (see `proxy::auth`): lets the hot path skip argon2.
+    pub verified: ArcSwapOption<[u8; 32]>,
+}
+
+/// Why a (location, broker) pair does not route for a platform.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// The location is not declared.
+    #[error("unknown location {location:?}")]
+    UnknownLocation {
+        /// As requested.
+        location: String,
+    },
+    /// The platform may not call this location.
+    #[error("platform {platform:?} is not allowed to call location {location:?}")]
+    LocationNotAllowed {
+        /// As requested.
+        location: String,
+        /// Caller.
+        platform: String,
+    },
+    /// No broker with this id.
+    #[error("unknown broker {broker:?}")]
+    UnknownBroker {
+        /// As requested.
+        broker: String,
+    },
+    /// A private registration called by another customer's platform.
+    #[error("broker {broker:?} is private to its owner")]
+    NotOwner {
+        /// As requested.
+        broker: String,
+    },
+    /// The broker has no private registration.
+    #[error("broker {broker:?} has no private registration")]
+    NoPrivateRegistration {
+        /// As requested.
+        broker: String,
+    },
+    /// Neither the location nor `global` has a publication.
+    #[error("broker {broker:?} is not published in location {location:?}")]
+    NotPublished {
+        /// Broker id.
+        broker: String,
+        /// As requested.
+        location: String,
+    },
+    /// A publication exists but no admin has approved it.
+    #[error("broker {broker:?} is not approved in location {location:?}")]
+    NotApproved {
+        /// Broker id.
+        broker: String,
+        /// As requested.
+        location: String,
+    },
+}
+
+/// The validated registry, immutable once built.
+pub struct RouteTable {
+    locations: HashSet<String>,
+    brokers: HashMap<String, BrokerEntry>,
+    platforms: HashMap<String, Arc<Platform>>,
+    cache_salt: [u8; 16],
+}
+
+/// Allowed in ids and location names: RFC 3986 unreserved characters.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+struct Collector(Vec<RegistryError>);
+
+impl Collector {
+    fn push(&mut self, object: &str, field: String, value: &str, reason: impl Into<String>) {
+        self.0.push(RegistryError {
+            object: object.to_string(),
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        });
+    }
+}
+
+impl RouteTable {
+    /// Validates a registry and builds the table (and its upstream clients).
+    ///
+    /// # Errors
+    /// Every problem found, each naming the broker or platform, field and value.
+    pub fn build(reg: &RegistryFile, cx: &BuildContext<'_>) -> Result<Self, RegistryErrors> {
+        let mut errs = Collector(Vec::new());
+        let mut factory = ClientFactory::new(cx.pool);
+
+        let mut locations = HashSet::new();
+        for (i, l) in reg.locations.iter().enumerate() {
+            let field = format!("locations[{i}]");
+            if l == PRIVATE || l == GLOBAL {
+                errs.push("registry", field, l, format!("{l:?} is a reserved name and cannot be declared as a location"));
+            } else if !valid_name(l) {
+                errs.push("registry", field, l, "location names use only letters, digits, '-', '.', '_' and '~'");
+            } else if !locations.insert(l.clone()) {
+                errs.push("registry", field, l, "duplicate location");
+            }
+        }
+
+        let mut platforms: HashMap<String, Arc<Platform>> = HashMap::new();
+        let mut platform_ids = HashSet::new();
+        for (i, p) in reg.platforms.iter().enumerate() {
+            let obj = format!("platform {:?}", p.id);
+            let f = |name: &str| format!("platforms[{i}].{name}");
+            if !valid_name(&p.id) {
+                errs.push(&obj, f("id"), &p.id, "platform ids use only letters, digits, '-', '.', '_' and '~'");
+            } else if !platform_ids.insert(p.id.clone()) {
+                errs.push(&obj, f("id"), &p.id, "duplicate platform id");
+            }
+            if p.customer.is_empty() {
+                errs.push(&obj, f("customer"), "", "missing: every platform belongs to a customer");
+            }
+            if p.username.is_empty() || p.username.contains(':') {
+                errs.push(&obj, f("username"), &p.username, "must be non-empty and contain no ':'");
+            }
+            if let Err(e) = argon2::PasswordHash::new(&p.password_hash) {
+                let shown = if p.password_hash.is_empty() { "" } else { "(hash)" };
+                errs.push(&obj, f("password_hash"), shown, format!("not an argon2 PHC hash ({e}); make one with `osb-gateway secret hash`"));
+            }
+            for (j, l) in p.locations.iter().enumerate() {
+                if !locations.contains(l) {
+                    errs.push(&obj, format!("platforms[{i}].locations[{j}]"), l, "unknown location (declare it in `locations`)");
+                }
+            }
+            let platform = Arc::new(Platform {
+                id: p.id.as_str().into(),
+                customer: p.customer.clone(),
+                username: p.username.clone(),
+                password_hash: p.password_hash.clone(),
+                locations: p.locations.iter().cloned().collect(),
+                verified: ArcSwapOption::empty(),
+            });
+            if platforms.insert(p.username.clone(), platform).is_some() {
+                errs.push(&obj, f("username"), &p.username, "duplicate platform user name");
+            }
+        }
+
+        let mut brokers: HashMap<String, BrokerEntry> = HashMap::new();
+        for (i, b) in reg.brokers.iter().enumerate() {
+            let obj = format!("broker {:?}", b.id);
+            if !valid_name(&b.id) {
+                errs.push(&obj, format!("brokers[{i}].id"), &b.id, "broker ids use only letters, digits, '-', '.', '_' and '~'");
+            } else if brokers.contains_key(&b.id) {
+                errs.push(&obj, format!("brokers[{i}].id"), &b.id, "duplicate broker id");
+            }
+            if b.owner.is_empty() {
+                errs.push(&obj, format!("brokers[{i}].owner"), "", "missing: the customer that registered the broker");
+            }
+            let private = b.private.as_ref().and_then(|e| {
+                build_route(&b.id, PRIVATE, e, true, &format!("brokers[{i}].private"), &obj, cx, &mut factory, &mut errs)
+            });
+            let mut publications = HashMap::new();
+            for (j, p) in b.publications.iter().enumerate() {
+                let field = format!("brokers[{i}].publications[{j}]");
+                let loc = p.location.as_str();
+                if loc == PRIVATE {
+                    errs.push(&obj, format!("{field}.location"), loc, "\"private\" is reserved for the private registration; publish to a location or \"global\"");
+                    continue;
+                }
+                if loc != GLOBAL && !locations.contains(loc) {
+                    errs.push(&obj, format!("{field}.location"), loc, "unknown location (declare it in `locations`, or use \"global\")");
+                    continue;
+                }
+                if publications.contains_key(loc) {
+                    errs.push(&obj, format!("{field}.location"), loc, "the broker is already published in this location");
+                    continue;
+                }
+                if let Some(route) = build_route(&b.id, loc, &p.endpoint, false, &field, &obj, cx, &mut factory, &mut errs) {
+                    publications.insert(loc.to_string(), Publication { approved: p.approved, route });
+                }
+            }
+            brokers.entry(b.id.clone()).or_insert(BrokerEntry {
+                owner: b.owner.clone(),
+                private,
+                publications,
+            });
+        }
+
+        if !errs.0.is_empty() {
+            return Err(RegistryErrors(errs.0));
+        }
+        let mut cache_salt = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut cache_salt);
+        Ok(RouteTable {
+            locations,
+            brokers,
+            platforms,
+            cache_salt,
+        })
+    }
+
+    /// The platform with this basic-auth user name.
+    pub fn platform(&self, username: &str) -> Option<&Arc<Platform>> {
+        self.platforms.get(username)
+    }
+
+    /// Salt for the verified-password cache digests (new per table).
+    pub fn cache_salt(&self) -> &[u8; 16] {
+        &self.cache_salt
+    }
+
+    /// The route for `platform` calling `/{location}/{broker}/v2/...`.
+    ///
+    /// # Errors
+    /// Why it does not route: unknown (404) or forbidden (403) cases.
+    pub fn lookup(&self, platform: &Platform, location: &str, broker: &str) -> Result<Arc<Route>, LookupError> {
+        if location == PRIVATE {
+            let b = self.brokers.get(broker).ok_or_else(|| LookupError::UnknownBroker { broker: broker.into() })?;
+            if b.owner != platform.customer {
+                return Err(LookupError::NotOwner { broker: broker.into() });
+            }
+            return b.private.clone().ok_or_else(|| LookupError::NoPrivateRegistration { broker: broker.into() });
+        }
+        if !self.locations.contains(location) {
+            return Err(LookupError::UnknownLocation { location: location.into() });
+        }
+        if !platform.locations.contains(location) {
+            return Err(LookupError::LocationNotAllowed {
+                location: location.into(),
+                platform: platform.id.to_string(),
+            });
+        }
+        let b = self.brokers.get(broker).ok_or_else(|| LookupError::UnknownBroker { broker: broker.into() })?;
+        let own = b.publications.get(location);
+        let global = b.publications.get(GLOBAL);
+        for p in [own, global].into_iter().flatten() {
+            if p.approved {
+                return Ok(p.route.clone());
+            }
+        }
+        if own.is_some() || global.is_some() {
+            Err(LookupError::NotApproved { broker: broker.into(), location: location.into() })
+        } else {
+            Err(LookupError::NotPublished { broker: broker.into(), location: location.into() })
+        }
+    }
+
+    /// Every route with its approval state, sorted by broker then location
+    /// (for `config check` and the admin views).
+    pub fn routes(&self) -> Vec<(Arc<Route>, bool)> {
+        let mut out: Vec<(Arc<Route>, bool)> = Vec::new();
+        for b in self.brokers.values() {
+            if let Some(r) = &b.private {
+                out.push((r.clone(), true));
+            }
+            for p in b.publications.values() {
+                out.push((p.route.clone(), p.approved));
+            }
+        }
+        out.sort_by(|a, b| (&a.0.broker, &a.0.location).cmp(&(&b.0.broker, &b.0.location)));
+        out
+    }
+
+    /// Platforms, sorted by id.
+    pub fn platforms(&self) -> Vec<Arc<Platform>> {
+        let mut v: Vec<_> = self.platforms.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_route(
+    broker: &str,
+    location: &str,
+    e: &EndpointFile,
+    is_private: bool,
+    field: &str,
+    obj: &str,
+    cx: &BuildContext<'_>,
+    factory: &mut ClientFactory,
+    errs: &mut Collector,
+) -> Option<Arc<Route>> {
+    let before = errs.0.len();
+    let f = |name: &str| format!("{field}.{name}");
+    let endpoint = match Endpoint::parse(&e.endpoint) {
+        Ok(ep) => Some(ep),
+        Err(r) => {
+            errs.push(obj, f("endpoint"), &e.endpoint, r);
+            None
+        }
+    };
+    if !is_private && e.development_mode {
+        errs.push(obj, f("development_mode"), "true", "publications never run in development mode (only the private registration may)");
+    }
+    if let Some(ep) = &endpoint {
+        if !ep.is_https() {
+            if !is_private {
+                errs.push(obj, f("endpoint"), &e.endpoint, "publication endpoints must use https://");
+            } else if !e.development_mode {
+                errs.push(obj, f("endpoint"), &e.endpoint, "plain http:// is allowed only with development_mode = true");
+            }
+        }
+    }
+    if e.username.is_empty() || e.username.contains(':') {
+        errs.push(obj, f("username"), &e.username, "missing or invalid broker user name (non-empty, no ':')");
+    }
+    let source = SecretSource::parse(&e.password);
+    let password = if e.password.is_empty() {
+        errs.push(obj, f("password"), "", "missing broker password");
+        None
+    } else {
+        let sc = SecretContext {
+            key: cx.secret_key,
+            development_mode: cx.mode.is_development(),
+            base_dir: cx.base_dir,
+            env: cx.env,
+        };
+        match sc.resolve(&e.password) {
+            Ok(p) => Some(p),
+            Err(r) => {
+                errs.push(obj, f("password"), &source.masked(), r);
+                None
+            }
+        }
+    };
+    let mut timeout = |name: &str, v: &Option<String>, d: Duration| match opt_duration(&f(name), v, d) {
+        Ok(d) => d,
+        Err(ce) => {
+            errs.push(obj, ce.field, &ce.value, ce.reason);
+            d
+        }
+    };
+    let timeouts = Timeouts {
+        connect: timeout("connect_timeout", &e.connect_timeout, cx.timeouts.connect),
+        response: timeout("response_timeout", &e.response_timeout, cx.timeouts.response),
+        idle: timeout("idle_timeout", &e.idle_timeout, cx.timeouts.idle),
+    };
+    let ca_bundle = e.ca_bundle.as_ref().map(|p| cx.base_dir.join(p));
+    let trust = if is_private && e.development_mode {
+        Trust::Development
+    } else {
+        Trust::Verified { ca_bundle: ca_bundle.clone() }
+    };
+    let client = match factory.client(&trust, timeouts.connect) {
+        Ok(c) => Some(c),
+        Err(r) => {
+            errs.push(obj, f("ca_bundle"), e.ca_bundle.as_deref().unwrap_or(""), r);
+            None
+        }
+    };
+    if errs.0.len() > before {
+        return None;
+    }
+    let (endpoint, password, client) = (endpoint?, password?, client?);
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", e.username, password.expose()));
+    let mut authorization = HeaderValue::try_from(format!("Basic {token}")).ok()?;
+    authorization.set_sensitive(true);
+    Some(Arc::new(Route {
+        broker: broker.into(),
+        location: location.into(),
+        endpoint,
+        username: e.username.clone(),
+        password_source: source.masked(),
+        authorization,
+        development_mode: e.development_mode,
+        ca_bundle,
+        timeouts,
+        client,
+    }))
+}
+
+#[cfg(test)]
+mod tests;
