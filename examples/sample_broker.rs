@@ -30,7 +30,9 @@ struct State {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9090".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9090".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("sample broker on http://{addr} (basic auth {USER}:***)");
     let state = Arc::new(Mutex::new(State::default()));
@@ -57,13 +59,18 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
 fn authorized(req: &Request<Incoming>) -> Option<String> {
     let v = req.headers().get("authorization")?.to_str().ok()?;
     let token = v.strip_prefix("Basic ")?;
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (u, p) = text.split_once(':')?;
     (u == USER && p == PASSWORD).then(|| u.to_string())
 }
 
-async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let user = authorized(&req);
@@ -73,9 +80,15 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Resp
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
-    println!("{method} {path} user={} request-identity={rid}", user.as_deref().unwrap_or("(refused)"));
+    println!(
+        "{method} {path} user={} request-identity={rid}",
+        user.as_deref().unwrap_or("(refused)")
+    );
     if user.is_none() {
-        return Ok(reply(StatusCode::UNAUTHORIZED, json!({"error": "Unauthorized", "description": "bad broker credentials"})));
+        return Ok(reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "Unauthorized", "description": "bad broker credentials"}),
+        ));
     }
     let body: Value = match req.into_body().collect().await {
         Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
@@ -87,16 +100,25 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Resp
         (&Method::GET, ["v2", "catalog"]) => reply(StatusCode::OK, catalog()),
         (&Method::PUT, ["v2", "service_instances", id]) => {
             if body.get("plan_id").and_then(Value::as_str) == Some("fail-plan") {
-                reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": "PlanUnavailable", "description": "plan fail-plan always fails (sample broker)"}))
+                reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"error": "PlanUnavailable", "description": "plan fail-plan always fails (sample broker)"}),
+                )
             } else if st.instances.contains_key(*id) {
                 reply(StatusCode::OK, json!({}))
             } else {
                 st.instances.insert(id.to_string(), body);
-                reply(StatusCode::CREATED, json!({"dashboard_url": format!("https://dashboard.example/{id}")}))
+                reply(
+                    StatusCode::CREATED,
+                    json!({"dashboard_url": format!("https://dashboard.example/{id}")}),
+                )
             }
         }
         (&Method::GET, ["v2", "service_instances", id]) => match st.instances.get(*id) {
-            Some(i) => reply(StatusCode::OK, json!({"service_id": i["service_id"], "plan_id": i["plan_id"], "parameters": i["parameters"]})),
+            Some(i) => reply(
+                StatusCode::OK,
+                json!({"service_id": i["service_id"], "plan_id": i["plan_id"], "parameters": i["parameters"]}),
+            ),
             None => reply(StatusCode::NOT_FOUND, json!({})),
         },
         (&Method::DELETE, ["v2", "service_instances", id]) => match st.instances.remove(*id) {
@@ -105,14 +127,24 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Resp
         },
         (&Method::PUT, ["v2", "service_instances", _, "service_bindings", b]) => {
             st.bindings.insert(b.to_string(), body);
-            reply(StatusCode::CREATED, json!({"credentials": {"uri": format!("postgres://user-{b}:generated-password@db.example/{b}"), "username": format!("user-{b}"), "password": "generated-password"}}))
+            reply(
+                StatusCode::CREATED,
+                json!({"credentials": {"uri": format!("postgres://user-{b}:generated-password@db.example/{b}"), "username": format!("user-{b}"), "password": "generated-password"}}),
+            )
         }
-        (&Method::DELETE, ["v2", "service_instances", _, "service_bindings", b]) => match st.bindings.remove(*b) {
-            Some(_) => reply(StatusCode::OK, json!({})),
-            None => reply(StatusCode::GONE, json!({})),
-        },
-        (&Method::GET, ["v2", "service_instances", _, "last_operation"]) => reply(StatusCode::OK, json!({"state": "succeeded"})),
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": "NotFound", "description": format!("{method} {path} is not an endpoint of the sample broker")})),
+        (&Method::DELETE, ["v2", "service_instances", _, "service_bindings", b]) => {
+            match st.bindings.remove(*b) {
+                Some(_) => reply(StatusCode::OK, json!({})),
+                None => reply(StatusCode::GONE, json!({})),
+            }
+        }
+        (&Method::GET, ["v2", "service_instances", _, "last_operation"]) => {
+            reply(StatusCode::OK, json!({"state": "succeeded"}))
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "NotFound", "description": format!("{method} {path} is not an endpoint of the sample broker")}),
+        ),
     };
     Ok(resp)
 }

@@ -103,7 +103,9 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
         let stream = tokio_stream_from(rx);
         let mut body = TimedBody::new(StreamBody::new(stream), Duration::from_secs(5));
-        tx.send(Ok(Frame::data(Bytes::from_static(b"abc")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"abc"))))
+            .await
+            .unwrap();
         let f = body.frame().await.unwrap().unwrap();
         assert_eq!(f.into_data().unwrap(), "abc");
         // Nothing more arrives: paused time auto-advances to the deadline.

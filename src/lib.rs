@@ -57,14 +57,26 @@ pub enum StartError {
 ///
 /// # Errors
 /// The file cannot be read, is not valid TOML, or does not validate.
-pub fn load_registry(cfg: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<RouteTable, StartError> {
+pub fn load_registry(
+    cfg: &GatewayConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RouteTable, StartError> {
     let (text, base, name) = match &cfg.registry {
         RegistrySource::File(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| ConfigError::new("registry.file", p.display(), format!("cannot read: {e}")))?;
-            (text, p.parent().unwrap_or(Path::new(".")).to_path_buf(), p.display().to_string())
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::new("registry.file", p.display(), format!("cannot read: {e}"))
+            })?;
+            (
+                text,
+                p.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                p.display().to_string(),
+            )
         }
-        RegistrySource::Embedded(t) => (t.to_string(), std::path::PathBuf::from("."), "embedded registry".into()),
+        RegistrySource::Embedded(t) => (
+            t.to_string(),
+            std::path::PathBuf::from("."),
+            "embedded registry".into(),
+        ),
     };
     let file: RegistryFile = toml::from_str(&text).map_err(|e| {
         let mut ce = config::toml_error(&e);
@@ -119,8 +131,14 @@ impl Gateway {
         };
         let listener = TcpListener::bind(cfg.listen)
             .await
-            .map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
         let routes = Routes::new(table);
         let (shutdown, rx) = watch::channel(false);
         let opts = proxy::accept::ServeOptions {
@@ -128,7 +146,12 @@ impl Gateway {
             header_read_timeout: cfg.header_read_timeout,
             grace: cfg.shutdown_grace,
         };
-        let task = tokio::spawn(proxy::accept::serve(listener, proxy::Proxy::new(routes.clone()), opts, rx));
+        let task = tokio::spawn(proxy::accept::serve(
+            listener,
+            proxy::Proxy::new(routes.clone()),
+            opts,
+            rx,
+        ));
         tracing::info!(
             %addr,
             tls = cfg.tls.is_some(),
@@ -136,7 +159,12 @@ impl Gateway {
             routes = routes.load().routes().len(),
             "osb-gateway listening"
         );
-        Ok(GatewayHandle { addr, routes, shutdown, task })
+        Ok(GatewayHandle {
+            addr,
+            routes,
+            shutdown,
+            task,
+        })
     }
 }
 

@@ -97,7 +97,10 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     if config.is_none() {
         tracing::warn!("no --config given: running on embedded development defaults (plain HTTP, sample registry); not for production");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("osb-gateway: cannot start the runtime: {e}");
@@ -161,9 +164,17 @@ fn config_check(file: &std::path::Path) -> ExitCode {
     println!("configuration OK: {}", file.display());
     println!(
         "mode: {}   listen: {} ({})",
-        if cfg.mode.is_development() { "development" } else { "production" },
+        if cfg.mode.is_development() {
+            "development"
+        } else {
+            "production"
+        },
         cfg.listen,
-        if cfg.tls.is_some() { "TLS" } else { "plain HTTP" }
+        if cfg.tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        }
     );
     println!();
     let routes = table.routes();
@@ -174,7 +185,11 @@ fn config_check(file: &std::path::Path) -> ExitCode {
                 r.broker.to_string(),
                 r.location.to_string(),
                 r.endpoint.url().to_string(),
-                if r.development_mode { "development".into() } else { "verified".into() },
+                if r.development_mode {
+                    "development".into()
+                } else {
+                    "verified".into()
+                },
                 if *approved { "yes".into() } else { "no".into() },
                 r.username.clone(),
                 r.password_source.clone(),
@@ -188,7 +203,16 @@ fn config_check(file: &std::path::Path) -> ExitCode {
         })
         .collect();
     print_table(
-        &["BROKER", "LOCATION", "ENDPOINT", "TLS", "APPROVED", "USER", "PASSWORD", "CONNECT/RESPONSE/IDLE"],
+        &[
+            "BROKER",
+            "LOCATION",
+            "ENDPOINT",
+            "TLS",
+            "APPROVED",
+            "USER",
+            "PASSWORD",
+            "CONNECT/RESPONSE/IDLE",
+        ],
         &rows,
     );
     println!();
@@ -198,7 +222,12 @@ fn config_check(file: &std::path::Path) -> ExitCode {
         .map(|p| {
             let mut locs: Vec<_> = p.locations.iter().cloned().collect();
             locs.sort();
-            [p.id.to_string(), p.customer.clone(), p.username.clone(), locs.join(",")]
+            [
+                p.id.to_string(),
+                p.customer.clone(),
+                p.username.clone(),
+                locs.join(","),
+            ]
         })
         .collect();
     print_table(&["PLATFORM", "CUSTOMER", "USER", "LOCATIONS"], &platforms);
@@ -213,7 +242,11 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<width$}", c, width = w[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<width$}", c, width = w[i]))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(head.to_vec());
@@ -224,7 +257,9 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
 
 fn read_stdin_secret() -> Result<String, String> {
     let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read standard input: {e}"))?;
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
     let s = s.trim_end_matches(['\n', '\r']).to_string();
     if s.is_empty() {
         return Err("standard input is empty: pipe the secret in, e.g. `printf %s \"$PW\" | osb-gateway secret ...`".into());
@@ -235,7 +270,9 @@ fn read_stdin_secret() -> Result<String, String> {
 fn secret(cmd: SecretCommand) -> ExitCode {
     let result = match cmd {
         SecretCommand::Keygen => Ok(SecretKey::generate().to_base64()),
-        SecretCommand::Hash => read_stdin_secret().map(|p| osb_gateway::proxy::auth::hash_password(&p)),
+        SecretCommand::Hash => {
+            read_stdin_secret().map(|p| osb_gateway::proxy::auth::hash_password(&p))
+        }
         SecretCommand::Encrypt { key_file } => {
             let key = match key_file {
                 Some(p) => std::fs::read_to_string(&p)

@@ -10,9 +10,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"".to_string())?;
+    let n: u64 = num.parse().map_err(|_| {
+        "expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"".to_string()
+    })?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),

@@ -140,7 +140,11 @@ impl GatewayFile {
         };
         let addr_text = self.listen.address.as_deref().unwrap_or(default_addr);
         let listen: SocketAddr = addr_text.parse().map_err(|_| {
-            ConfigError::new("listen.address", addr_text, "expected host:port, e.g. \"0.0.0.0:8443\"")
+            ConfigError::new(
+                "listen.address",
+                addr_text,
+                "expected host:port, e.g. \"0.0.0.0:8443\"",
+            )
         })?;
         let tls = match (&self.listen.tls_cert, &self.listen.tls_key) {
             (Some(c), Some(k)) => Some(TlsFiles {
@@ -149,10 +153,18 @@ impl GatewayFile {
             }),
             (None, None) => None,
             (Some(c), None) => {
-                return Err(ConfigError::new("listen.tls_key", "", format!("missing: tls_cert = {c:?} needs a tls_key")))
+                return Err(ConfigError::new(
+                    "listen.tls_key",
+                    "",
+                    format!("missing: tls_cert = {c:?} needs a tls_key"),
+                ))
             }
             (None, Some(k)) => {
-                return Err(ConfigError::new("listen.tls_cert", "", format!("missing: tls_key = {k:?} needs a tls_cert")))
+                return Err(ConfigError::new(
+                    "listen.tls_cert",
+                    "",
+                    format!("missing: tls_key = {k:?} needs a tls_cert"),
+                ))
             }
         };
         if tls.is_none() && !mode.is_development() {
@@ -168,14 +180,23 @@ impl GatewayFile {
             &self.listen.header_read_timeout,
             Duration::from_secs(30),
         )?;
-        let registry = RegistrySource::File(base.join(self.registry.file.as_deref().unwrap_or("registry.toml")));
+        let registry = RegistrySource::File(
+            base.join(self.registry.file.as_deref().unwrap_or("registry.toml")),
+        );
         let secret_key = match &self.secrets.key_file {
             Some(p) => {
                 let path = base.join(p);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError::new("secrets.key_file", path.display(), format!("cannot read: {e}"))
+                    ConfigError::new(
+                        "secrets.key_file",
+                        path.display(),
+                        format!("cannot read: {e}"),
+                    )
                 })?;
-                Some(SecretKey::from_base64(&text).map_err(|r| ConfigError::new("secrets.key_file", path.display(), r))?)
+                Some(
+                    SecretKey::from_base64(&text)
+                        .map_err(|r| ConfigError::new("secrets.key_file", path.display(), r))?,
+                )
             }
             None => match env(SECRET_KEY_ENV) {
                 Some(text) => Some(
@@ -194,19 +215,37 @@ impl GatewayFile {
         };
         let p = PoolSettings::default();
         let pool = PoolSettings {
-            idle_timeout: opt_duration("upstream.pool_idle_timeout", &u.pool_idle_timeout, p.idle_timeout)?,
+            idle_timeout: opt_duration(
+                "upstream.pool_idle_timeout",
+                &u.pool_idle_timeout,
+                p.idle_timeout,
+            )?,
             max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(p.max_idle_per_host),
         };
-        let shutdown_grace = opt_duration("shutdown.grace_period", &self.shutdown.grace_period, Duration::from_secs(30))?;
+        let shutdown_grace = opt_duration(
+            "shutdown.grace_period",
+            &self.shutdown.grace_period,
+            Duration::from_secs(30),
+        )?;
         let log_format = match self.log.format.as_deref() {
             None | Some("plain") => LogFormat::Plain,
             Some("json") => LogFormat::Json,
-            Some(other) => return Err(ConfigError::new("log.format", other, "expected \"plain\" or \"json\"")),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    other,
+                    "expected \"plain\" or \"json\"",
+                ))
+            }
         };
         let instance = self
             .instance
             .or_else(|| env("HOSTNAME"))
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "osb-gateway".into());
         Ok(GatewayConfig {
@@ -249,13 +288,20 @@ mod tests {
     fn paths_are_relative_to_the_file() {
         let c = parse("[listen]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
         assert_eq!(c.tls.unwrap().cert, Path::new("/etc/gw/c.pem"));
-        assert_eq!(c.registry, RegistrySource::File("/etc/gw/registry.toml".into()));
+        assert_eq!(
+            c.registry,
+            RegistrySource::File("/etc/gw/registry.toml".into())
+        );
     }
 
     #[test]
     fn bad_values_name_field_and_value() {
-        let e = parse("development_mode = true\n[upstream]\nconnect_timeout = \"soon\"").unwrap_err();
-        assert_eq!((e.field.as_str(), e.value.as_str()), ("upstream.connect_timeout", "soon"));
+        let e =
+            parse("development_mode = true\n[upstream]\nconnect_timeout = \"soon\"").unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("upstream.connect_timeout", "soon")
+        );
         let e = parse("development_mode = true\n[listen]\naddress = \"nowhere\"").unwrap_err();
         assert_eq!(e.field, "listen.address");
         let e = parse("development_mode = true\n[log]\nformat = \"xml\"").unwrap_err();

@@ -40,7 +40,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// Builds an error.
-    pub fn new(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         ConfigError {
             field: field.into(),
             value: value.to_string(),
@@ -184,8 +188,9 @@ impl GatewayConfig {
     /// # Errors
     /// A [`ConfigError`] naming the file, field and value.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("--config", path.display(), format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("--config", path.display(), format!("cannot read: {e}"))
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base, env).map_err(|mut e| {
             e.field = format!("{}: {}", path.display(), e.field);

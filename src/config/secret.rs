@@ -190,8 +190,9 @@ impl SecretContext<'_> {
     /// A message (without the secret) saying why the value cannot be had.
     pub fn resolve(&self, text: &str) -> Result<Secret, String> {
         let value = match SecretSource::parse(text) {
-            SecretSource::Env(name) => (self.env)(name)
-                .ok_or_else(|| format!("environment variable {name} is not set"))?,
+            SecretSource::Env(name) => {
+                (self.env)(name).ok_or_else(|| format!("environment variable {name} is not set"))?
+            }
             SecretSource::File(path) => {
                 let p = self.base_dir.join(path);
                 let mut s = std::fs::read_to_string(&p)
@@ -249,29 +250,49 @@ mod tests {
         let enc = k.encrypt("s3cret");
         assert!(enc.starts_with("enc:v1:"));
         assert!(!enc.contains("s3cret"));
-        assert_eq!(ctx(Some(&k), false).resolve(&enc).unwrap().expose(), "s3cret");
+        assert_eq!(
+            ctx(Some(&k), false).resolve(&enc).unwrap().expose(),
+            "s3cret"
+        );
     }
 
     #[test]
     fn another_key_cannot_decrypt() {
         let enc = SecretKey::generate().encrypt("x");
-        let err = ctx(Some(&SecretKey::generate()), false).resolve(&enc).unwrap_err();
+        let err = ctx(Some(&SecretKey::generate()), false)
+            .resolve(&enc)
+            .unwrap_err();
         assert!(err.contains("wrong secret key"), "{err}");
     }
 
     #[test]
     fn plain_text_only_in_development_mode() {
-        assert!(ctx(None, false).resolve("hunter2").unwrap_err().contains("development mode"));
-        assert_eq!(ctx(None, true).resolve("hunter2").unwrap().expose(), "hunter2");
+        assert!(ctx(None, false)
+            .resolve("hunter2")
+            .unwrap_err()
+            .contains("development mode"));
+        assert_eq!(
+            ctx(None, true).resolve("hunter2").unwrap().expose(),
+            "hunter2"
+        );
     }
 
     #[test]
     fn env_and_file_sources() {
-        assert_eq!(ctx(None, false).resolve("env:PW").unwrap().expose(), "from-env");
-        assert!(ctx(None, false).resolve("env:NOPE").unwrap_err().contains("NOPE"));
+        assert_eq!(
+            ctx(None, false).resolve("env:PW").unwrap().expose(),
+            "from-env"
+        );
+        assert!(ctx(None, false)
+            .resolve("env:NOPE")
+            .unwrap_err()
+            .contains("NOPE"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), "filepw\n").unwrap();
-        let c = SecretContext { base_dir: dir.path(), ..ctx(None, false) };
+        let c = SecretContext {
+            base_dir: dir.path(),
+            ..ctx(None, false)
+        };
         assert_eq!(c.resolve("file:pw").unwrap().expose(), "filepw");
     }
 
@@ -284,8 +305,13 @@ mod tests {
 
     #[test]
     fn key_parsing_names_the_problem() {
-        assert!(SecretKey::from_base64("abc").unwrap_err().contains("32 bytes"));
+        assert!(SecretKey::from_base64("YWJj")
+            .unwrap_err()
+            .contains("32 bytes, got 3"));
         let k = SecretKey::generate();
         assert!(SecretKey::from_base64(&k.to_base64()).is_ok());
+        assert!(SecretKey::from_base64("!!")
+            .unwrap_err()
+            .contains("not base64"));
     }
 }

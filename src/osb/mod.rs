@@ -163,20 +163,86 @@ mod tests {
     fn classifies_every_spec_endpoint() {
         let cases = [
             ("GET", "/v2/catalog", Operation::FetchCatalog, None, None),
-            ("PUT", "/v2/service_instances/i", Operation::ProvisionInstance, Some("i"), None),
-            ("GET", "/v2/service_instances/i", Operation::FetchInstance, Some("i"), None),
-            ("PATCH", "/v2/service_instances/i", Operation::UpdateInstance, Some("i"), None),
-            ("DELETE", "/v2/service_instances/i", Operation::DeprovisionInstance, Some("i"), None),
-            ("GET", "/v2/service_instances/i/last_operation", Operation::PollInstanceLastOperation, Some("i"), None),
-            ("PUT", "/v2/service_instances/i/service_bindings/b", Operation::Bind, Some("i"), Some("b")),
-            ("GET", "/v2/service_instances/i/service_bindings/b", Operation::FetchBinding, Some("i"), Some("b")),
-            ("DELETE", "/v2/service_instances/i/service_bindings/b", Operation::Unbind, Some("i"), Some("b")),
-            ("GET", "/v2/service_instances/i/service_bindings/b/last_operation", Operation::PollBindingLastOperation, Some("i"), Some("b")),
-            ("POST", "/v2/service_instances/i/service_bindings/b/adapt_credentials", Operation::Other, Some("i"), Some("b")),
+            (
+                "PUT",
+                "/v2/service_instances/i",
+                Operation::ProvisionInstance,
+                Some("i"),
+                None,
+            ),
+            (
+                "GET",
+                "/v2/service_instances/i",
+                Operation::FetchInstance,
+                Some("i"),
+                None,
+            ),
+            (
+                "PATCH",
+                "/v2/service_instances/i",
+                Operation::UpdateInstance,
+                Some("i"),
+                None,
+            ),
+            (
+                "DELETE",
+                "/v2/service_instances/i",
+                Operation::DeprovisionInstance,
+                Some("i"),
+                None,
+            ),
+            (
+                "GET",
+                "/v2/service_instances/i/last_operation",
+                Operation::PollInstanceLastOperation,
+                Some("i"),
+                None,
+            ),
+            (
+                "PUT",
+                "/v2/service_instances/i/service_bindings/b",
+                Operation::Bind,
+                Some("i"),
+                Some("b"),
+            ),
+            (
+                "GET",
+                "/v2/service_instances/i/service_bindings/b",
+                Operation::FetchBinding,
+                Some("i"),
+                Some("b"),
+            ),
+            (
+                "DELETE",
+                "/v2/service_instances/i/service_bindings/b",
+                Operation::Unbind,
+                Some("i"),
+                Some("b"),
+            ),
+            (
+                "GET",
+                "/v2/service_instances/i/service_bindings/b/last_operation",
+                Operation::PollBindingLastOperation,
+                Some("i"),
+                Some("b"),
+            ),
+            (
+                "POST",
+                "/v2/service_instances/i/service_bindings/b/adapt_credentials",
+                Operation::Other,
+                Some("i"),
+                Some("b"),
+            ),
             ("POST", "/v2/catalog", Operation::Other, None, None),
             ("GET", "/v2/info", Operation::Other, None, None),
             ("GET", "/v3/catalog", Operation::Other, None, None),
-            ("GET", "/v2/service_instances/", Operation::Other, None, None),
+            (
+                "GET",
+                "/v2/service_instances/",
+                Operation::Other,
+                None,
+                None,
+            ),
         ];
         for (m, p, op, i, b) in cases {
             let (got, ids) = classify(&m.parse().unwrap(), p);
@@ -195,7 +261,11 @@ mod tests {
 
     #[test]
     fn error_body_is_osb_json() {
-        let b = OsbError { error: "NotFound", description: "say \"hi\"" }.to_bytes();
+        let b = OsbError {
+            error: "NotFound",
+            description: "say \"hi\"",
+        }
+        .to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["error"], "NotFound");
         assert_eq!(v["description"], "say \"hi\"");

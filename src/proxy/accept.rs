@@ -26,14 +26,20 @@ use crate::config::TlsFiles;
 /// A message naming the file that could not be read or used.
 pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     let certs = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("listen.tls_key = {:?}: cannot read a PEM private key: {e}", files.key.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("listen.tls_cert/tls_key: certificate and key do not fit: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        format!(
+            "listen.tls_key = {:?}: cannot read a PEM private key: {e}",
+            files.key.display()
+        )
+    })?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("listen.tls_cert/tls_key: certificate and key do not fit: {e}"))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
@@ -41,9 +47,17 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("listen.tls_cert = {:?}: cannot read PEM certificates: {e}", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "listen.tls_cert = {:?}: cannot read PEM certificates: {e}",
+                path.display()
+            )
+        })?;
     if certs.is_empty() {
-        return Err(format!("listen.tls_cert = {:?}: no certificate in file", path.display()));
+        return Err(format!(
+            "listen.tls_cert = {:?}: no certificate in file",
+            path.display()
+        ));
     }
     Ok(certs)
 }
@@ -59,7 +73,12 @@ pub struct ServeOptions {
 }
 
 /// Accepts connections until `shutdown` turns true, then drains.
-pub async fn serve(listener: TcpListener, proxy: Proxy, opts: ServeOptions, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Proxy,
+    opts: ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -97,22 +116,28 @@ pub async fn serve(listener: TcpListener, proxy: Proxy, opts: ServeOptions, mut 
                 async move { proxy.handle(req).await }
             });
             let result = match tls {
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned();
-                        watcher.watch(conn).await
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(tls_stream), svc)
+                                .into_owned();
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
+                }
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
                     watcher.watch(conn).await
                 }
             };
@@ -123,7 +148,10 @@ pub async fn serve(listener: TcpListener, proxy: Proxy, opts: ServeOptions, mut 
     }
     drop(listener);
     tracing::info!(grace = ?opts.grace, "stopped accepting; waiting for requests in flight");
-    if tokio::time::timeout(opts.grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(opts.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?opts.grace, "grace period over; closing remaining connections");
     }
 }

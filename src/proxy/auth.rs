@@ -44,7 +44,9 @@ impl Authenticator {
         table: &RouteTable,
         header: Option<&HeaderValue>,
     ) -> Result<Arc<Platform>, ProxyError> {
-        let (user, password) = header.and_then(parse_basic).ok_or(ProxyError::Unauthenticated)?;
+        let (user, password) = header
+            .and_then(parse_basic)
+            .ok_or(ProxyError::Unauthenticated)?;
         let platform = table.platform(&user).cloned();
         let digest = cache_digest(table.cache_salt(), &user, &password);
         if let Some(p) = &platform {
@@ -92,7 +94,9 @@ pub fn parse_basic(v: &HeaderValue) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.to_string(), p.to_string()))
@@ -101,7 +105,9 @@ pub fn parse_basic(v: &HeaderValue) -> Option<(String, String)> {
 /// Checks `password` against an argon2 PHC hash (constant time inside argon2).
 pub fn verify_password(phc: &str, password: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
         Err(_) => false,
     }
 }

@@ -38,7 +38,9 @@ impl ExchangeLog {
         }
         match err {
             None => {
-                let broker_error = self.status.is_some_and(|s| s.is_client_error() || s.is_server_error());
+                let broker_error = self
+                    .status
+                    .is_some_and(|s| s.is_client_error() || s.is_server_error());
                 self.outcome = Some(if broker_error { "broker_error" } else { "ok" });
             }
             Some(e) => {
@@ -112,7 +114,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match &mut this.kind {
             Kind::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),

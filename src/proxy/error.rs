@@ -90,7 +90,9 @@ impl ProxyError {
     /// Whose fault it was.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => Side::Upstream,
+            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => {
+                Side::Upstream
+            }
             _ => Side::Downstream,
         }
     }
@@ -115,8 +117,15 @@ mod tests {
         assert_eq!(nf.status(), 404);
         let fb = ProxyError::Lookup(LookupError::NotOwner { broker: "x".into() });
         assert_eq!((fb.status().as_u16(), fb.code()), (403, "Forbidden"));
-        let to = ProxyError::UpstreamTimeout { broker: "b".into(), after: Duration::from_secs(1), cause: "x".into() };
-        assert_eq!((to.status().as_u16(), to.side(), to.outcome()), (504, Side::Upstream, "timeout"));
+        let to = ProxyError::UpstreamTimeout {
+            broker: "b".into(),
+            after: Duration::from_secs(1),
+            cause: "x".into(),
+        };
+        assert_eq!(
+            (to.status().as_u16(), to.side(), to.outcome()),
+            (504, Side::Upstream, "timeout")
+        );
         assert_eq!(ProxyError::BadCredentials.status(), 401);
     }
 }

@@ -61,7 +61,12 @@ fn split_target<'a>(path: &'a str, path_and_query: &'a str) -> Option<Target<'a>
     if !(osb_path == "/v2" || osb_path.starts_with("/v2/")) {
         return None;
     }
-    let decode = |s: &str| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
     Some(Target {
         location: decode(location)?,
         broker: decode(broker)?,
@@ -73,7 +78,9 @@ fn split_target<'a>(path: &'a str, path_and_query: &'a str) -> Option<Target<'a>
 impl Proxy {
     /// A handler over `routes`.
     pub fn new(routes: Routes) -> Self {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Proxy {
             inner: Arc::new(Shared {
                 routes,
@@ -84,12 +91,23 @@ impl Proxy {
 
     /// Handles one platform request. Never fails: every error becomes an
     /// OSB error response.
-    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
-        let request_id = match req.headers().get(osb::REQUEST_IDENTITY).and_then(|v| v.to_str().ok()) {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let request_id = match req
+            .headers()
+            .get(osb::REQUEST_IDENTITY)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(id) if !id.is_empty() => id.to_string(),
             _ => uuid::Uuid::new_v4().to_string(),
         };
-        let pq = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
         let target_path = req.uri().path();
         let operation = split_target(target_path, pq)
             .map(|t| osb::classify(req.method(), t.osb_path).0)
@@ -134,7 +152,11 @@ impl Proxy {
             .authenticate(&table, req.headers().get(header::AUTHORIZATION))
             .await?;
         log.platform = Some(platform.id.clone());
-        let pq = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
         let target = split_target(req.uri().path(), pq).ok_or(ProxyError::NotOsbPath)?;
         log.location = Some(target.location.clone());
         log.broker = Some(target.broker.clone());
@@ -148,7 +170,9 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
-        parts.headers.insert(header::AUTHORIZATION, route.authorization().clone());
+        parts
+            .headers
+            .insert(header::AUTHORIZATION, route.authorization().clone());
         if !parts.headers.contains_key(osb::REQUEST_IDENTITY) {
             if let Ok(v) = HeaderValue::from_str(&log.request_id) {
                 parts.headers.insert(osb::REQUEST_IDENTITY, v);
@@ -159,7 +183,9 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, TimedBody::new(body, route.timeouts.idle));
 
         let broker = || route.broker.to_string();
-        match tokio::time::timeout(route.timeouts.response, route.client.request(upstream_req)).await {
+        match tokio::time::timeout(route.timeouts.response, route.client.request(upstream_req))
+            .await
+        {
             Ok(Ok(resp)) => {
                 let (parts, body) = resp.into_parts();
                 Ok((parts, body, route.timeouts.idle))
@@ -172,7 +198,10 @@ impl Proxy {
                         after: route.timeouts.connect,
                         cause,
                     },
-                    FailureKind::Unavailable => ProxyError::UpstreamUnavailable { broker: broker(), cause },
+                    FailureKind::Unavailable => ProxyError::UpstreamUnavailable {
+                        broker: broker(),
+                        cause,
+                    },
                 })
             }
             Err(_) => Err(ProxyError::UpstreamTimeout {
@@ -200,9 +229,15 @@ fn error_response(err: &ProxyError, mut log: ExchangeLog) -> Response<ResponseBo
     let mut resp = Response::new(ResponseBody::synthetic(body, log));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if status == StatusCode::UNAUTHORIZED {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"osb-gateway\", charset=\"UTF-8\""));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"osb-gateway\", charset=\"UTF-8\""),
+        );
     }
     if let Some(id) = request_id {
         h.insert(osb::REQUEST_IDENTITY, id);
@@ -212,9 +247,18 @@ fn error_response(err: &ProxyError, mut log: ExchangeLog) -> Response<ResponseBo
 
 /// An OSB error response with no exchange log (used outside the proxy path).
 pub fn osb_error(status: StatusCode, code: &str, description: &str) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(OsbError { error: code, description }.to_bytes()));
+    let mut resp = Response::new(ResponseBody::full(
+        OsbError {
+            error: code,
+            description,
+        }
+        .to_bytes(),
+    ));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -225,10 +269,20 @@ mod tests {
     #[test]
     fn splits_location_broker_and_rest() {
         let t = split_target("/eu/pg/v2/catalog", "/eu/pg/v2/catalog?x=1").unwrap();
-        assert_eq!((t.location.as_str(), t.broker.as_str(), t.rest, t.osb_path), ("eu", "pg", "/v2/catalog?x=1", "/v2/catalog"));
-        let t = split_target("/private/p%67/v2/service_instances/a%2Fb", "/private/p%67/v2/service_instances/a%2Fb").unwrap();
+        assert_eq!(
+            (t.location.as_str(), t.broker.as_str(), t.rest, t.osb_path),
+            ("eu", "pg", "/v2/catalog?x=1", "/v2/catalog")
+        );
+        let t = split_target(
+            "/private/p%67/v2/service_instances/a%2Fb",
+            "/private/p%67/v2/service_instances/a%2Fb",
+        )
+        .unwrap();
         assert_eq!(t.broker, "pg");
-        assert_eq!(t.rest, "/v2/service_instances/a%2Fb", "ids after /v2 pass through encoded");
+        assert_eq!(
+            t.rest, "/v2/service_instances/a%2Fb",
+            "ids after /v2 pass through encoded"
+        );
         assert!(split_target("/eu/pg/v3/catalog", "/eu/pg/v3/catalog").is_none());
         assert!(split_target("/eu/pg", "/eu/pg").is_none());
         assert!(split_target("/eu/pg/v2x", "/eu/pg/v2x").is_none());

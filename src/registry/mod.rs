@@ -32,7 +32,11 @@ pub struct RegistryError {
 
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} = {:?}: {}", self.object, self.field, self.value, self.reason)
+        write!(
+            f,
+            "{}: {} = {:?}: {}",
+            self.object, self.field, self.value, self.reason
+        )
     }
 }
 
@@ -43,7 +47,11 @@ pub struct RegistryErrors(pub Vec<RegistryError>);
 impl fmt::Display for RegistryErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "invalid registry ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid registry ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }

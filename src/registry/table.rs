@@ -235,7 +235,8 @@ pub struct RouteTable {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 struct Collector(Vec<RegistryError>);
@@ -264,9 +265,19 @@ impl RouteTable {
         for (i, l) in reg.locations.iter().enumerate() {
             let field = format!("locations[{i}]");
             if l == PRIVATE || l == GLOBAL {
-                errs.push("registry", field, l, format!("{l:?} is a reserved name and cannot be declared as a location"));
+                errs.push(
+                    "registry",
+                    field,
+                    l,
+                    format!("{l:?} is a reserved name and cannot be declared as a location"),
+                );
             } else if !valid_name(l) {
-                errs.push("registry", field, l, "location names use only letters, digits, '-', '.', '_' and '~'");
+                errs.push(
+                    "registry",
+                    field,
+                    l,
+                    "location names use only letters, digits, '-', '.', '_' and '~'",
+                );
             } else if !locations.insert(l.clone()) {
                 errs.push("registry", field, l, "duplicate location");
             }
@@ -278,23 +289,54 @@ impl RouteTable {
             let obj = format!("platform {:?}", p.id);
             let f = |name: &str| format!("platforms[{i}].{name}");
             if !valid_name(&p.id) {
-                errs.push(&obj, f("id"), &p.id, "platform ids use only letters, digits, '-', '.', '_' and '~'");
+                errs.push(
+                    &obj,
+                    f("id"),
+                    &p.id,
+                    "platform ids use only letters, digits, '-', '.', '_' and '~'",
+                );
             } else if !platform_ids.insert(p.id.clone()) {
                 errs.push(&obj, f("id"), &p.id, "duplicate platform id");
             }
             if p.customer.is_empty() {
-                errs.push(&obj, f("customer"), "", "missing: every platform belongs to a customer");
+                errs.push(
+                    &obj,
+                    f("customer"),
+                    "",
+                    "missing: every platform belongs to a customer",
+                );
             }
             if p.username.is_empty() || p.username.contains(':') {
-                errs.push(&obj, f("username"), &p.username, "must be non-empty and contain no ':'");
+                errs.push(
+                    &obj,
+                    f("username"),
+                    &p.username,
+                    "must be non-empty and contain no ':'",
+                );
             }
             if let Err(e) = argon2::PasswordHash::new(&p.password_hash) {
-                let shown = if p.password_hash.is_empty() { "" } else { "(hash)" };
-                errs.push(&obj, f("password_hash"), shown, format!("not an argon2 PHC hash ({e}); make one with `osb-gateway secret hash`"));
+                let shown = if p.password_hash.is_empty() {
+                    ""
+                } else {
+                    "(hash)"
+                };
+                errs.push(
+                    &obj,
+                    f("password_hash"),
+                    shown,
+                    format!(
+                        "not an argon2 PHC hash ({e}); make one with `osb-gateway secret hash`"
+                    ),
+                );
             }
             for (j, l) in p.locations.iter().enumerate() {
                 if !locations.contains(l) {
-                    errs.push(&obj, format!("platforms[{i}].locations[{j}]"), l, "unknown location (declare it in `locations`)");
+                    errs.push(
+                        &obj,
+                        format!("platforms[{i}].locations[{j}]"),
+                        l,
+                        "unknown location (declare it in `locations`)",
+                    );
                 }
             }
             let platform = Arc::new(Platform {
@@ -306,7 +348,12 @@ impl RouteTable {
                 verified: ArcSwapOption::empty(),
             });
             if platforms.insert(p.username.clone(), platform).is_some() {
-                errs.push(&obj, f("username"), &p.username, "duplicate platform user name");
+                errs.push(
+                    &obj,
+                    f("username"),
+                    &p.username,
+                    "duplicate platform user name",
+                );
             }
         }
 
@@ -314,15 +361,40 @@ impl RouteTable {
         for (i, b) in reg.brokers.iter().enumerate() {
             let obj = format!("broker {:?}", b.id);
             if !valid_name(&b.id) {
-                errs.push(&obj, format!("brokers[{i}].id"), &b.id, "broker ids use only letters, digits, '-', '.', '_' and '~'");
+                errs.push(
+                    &obj,
+                    format!("brokers[{i}].id"),
+                    &b.id,
+                    "broker ids use only letters, digits, '-', '.', '_' and '~'",
+                );
             } else if brokers.contains_key(&b.id) {
-                errs.push(&obj, format!("brokers[{i}].id"), &b.id, "duplicate broker id");
+                errs.push(
+                    &obj,
+                    format!("brokers[{i}].id"),
+                    &b.id,
+                    "duplicate broker id",
+                );
             }
             if b.owner.is_empty() {
-                errs.push(&obj, format!("brokers[{i}].owner"), "", "missing: the customer that registered the broker");
+                errs.push(
+                    &obj,
+                    format!("brokers[{i}].owner"),
+                    "",
+                    "missing: the customer that registered the broker",
+                );
             }
             let private = b.private.as_ref().and_then(|e| {
-                build_route(&b.id, PRIVATE, e, true, &format!("brokers[{i}].private"), &obj, cx, &mut factory, &mut errs)
+                build_route(
+                    &b.id,
+                    PRIVATE,
+                    e,
+                    true,
+                    &format!("brokers[{i}].private"),
+                    &obj,
+                    cx,
+                    &mut factory,
+                    &mut errs,
+                )
             });
             let mut publications = HashMap::new();
             for (j, p) in b.publications.iter().enumerate() {
@@ -333,15 +405,41 @@ impl RouteTable {
                     continue;
                 }
                 if loc != GLOBAL && !locations.contains(loc) {
-                    errs.push(&obj, format!("{field}.location"), loc, "unknown location (declare it in `locations`, or use \"global\")");
+                    errs.push(
+                        &obj,
+                        format!("{field}.location"),
+                        loc,
+                        "unknown location (declare it in `locations`, or use \"global\")",
+                    );
                     continue;
                 }
                 if publications.contains_key(loc) {
-                    errs.push(&obj, format!("{field}.location"), loc, "the broker is already published in this location");
+                    errs.push(
+                        &obj,
+                        format!("{field}.location"),
+                        loc,
+                        "the broker is already published in this location",
+                    );
                     continue;
                 }
-                if let Some(route) = build_route(&b.id, loc, &p.endpoint, false, &field, &obj, cx, &mut factory, &mut errs) {
-                    publications.insert(loc.to_string(), Publication { approved: p.approved, route });
+                if let Some(route) = build_route(
+                    &b.id,
+                    loc,
+                    &p.endpoint,
+                    false,
+                    &field,
+                    &obj,
+                    cx,
+                    &mut factory,
+                    &mut errs,
+                ) {
+                    publications.insert(
+                        loc.to_string(),
+                        Publication {
+                            approved: p.approved,
+                            route,
+                        },
+                    );
                 }
             }
             brokers.entry(b.id.clone()).or_insert(BrokerEntry {
@@ -378,16 +476,35 @@ impl RouteTable {
     ///
     /// # Errors
     /// Why it does not route: unknown (404) or forbidden (403) cases.
-    pub fn lookup(&self, platform: &Platform, location: &str, broker: &str) -> Result<Arc<Route>, LookupError> {
+    pub fn lookup(
+        &self,
+        platform: &Platform,
+        location: &str,
+        broker: &str,
+    ) -> Result<Arc<Route>, LookupError> {
         if location == PRIVATE {
-            let b = self.brokers.get(broker).ok_or_else(|| LookupError::UnknownBroker { broker: broker.into() })?;
+            let b = self
+                .brokers
+                .get(broker)
+                .ok_or_else(|| LookupError::UnknownBroker {
+                    broker: broker.into(),
+                })?;
             if b.owner != platform.customer {
-                return Err(LookupError::NotOwner { broker: broker.into() });
+                return Err(LookupError::NotOwner {
+                    broker: broker.into(),
+                });
             }
-            return b.private.clone().ok_or_else(|| LookupError::NoPrivateRegistration { broker: broker.into() });
+            return b
+                .private
+                .clone()
+                .ok_or_else(|| LookupError::NoPrivateRegistration {
+                    broker: broker.into(),
+                });
         }
         if !self.locations.contains(location) {
-            return Err(LookupError::UnknownLocation { location: location.into() });
+            return Err(LookupError::UnknownLocation {
+                location: location.into(),
+            });
         }
         if !platform.locations.contains(location) {
             return Err(LookupError::LocationNotAllowed {
@@ -395,7 +512,12 @@ impl RouteTable {
                 platform: platform.id.to_string(),
             });
         }
-        let b = self.brokers.get(broker).ok_or_else(|| LookupError::UnknownBroker { broker: broker.into() })?;
+        let b = self
+            .brokers
+            .get(broker)
+            .ok_or_else(|| LookupError::UnknownBroker {
+                broker: broker.into(),
+            })?;
         let own = b.publications.get(location);
         let global = b.publications.get(GLOBAL);
         for p in [own, global].into_iter().flatten() {
@@ -404,9 +526,15 @@ impl RouteTable {
             }
         }
         if own.is_some() || global.is_some() {
-            Err(LookupError::NotApproved { broker: broker.into(), location: location.into() })
+            Err(LookupError::NotApproved {
+                broker: broker.into(),
+                location: location.into(),
+            })
         } else {
-            Err(LookupError::NotPublished { broker: broker.into(), location: location.into() })
+            Err(LookupError::NotPublished {
+                broker: broker.into(),
+                location: location.into(),
+            })
         }
     }
 
@@ -456,19 +584,39 @@ fn build_route(
         }
     };
     if !is_private && e.development_mode {
-        errs.push(obj, f("development_mode"), "true", "publications never run in development mode (only the private registration may)");
+        errs.push(
+            obj,
+            f("development_mode"),
+            "true",
+            "publications never run in development mode (only the private registration may)",
+        );
     }
     if let Some(ep) = &endpoint {
         if !ep.is_https() {
             if !is_private {
-                errs.push(obj, f("endpoint"), &e.endpoint, "publication endpoints must use https://");
+                errs.push(
+                    obj,
+                    f("endpoint"),
+                    &e.endpoint,
+                    "publication endpoints must use https://",
+                );
             } else if !e.development_mode {
-                errs.push(obj, f("endpoint"), &e.endpoint, "plain http:// is allowed only with development_mode = true");
+                errs.push(
+                    obj,
+                    f("endpoint"),
+                    &e.endpoint,
+                    "plain http:// is allowed only with development_mode = true",
+                );
             }
         }
     }
     if e.username.is_empty() || e.username.contains(':') {
-        errs.push(obj, f("username"), &e.username, "missing or invalid broker user name (non-empty, no ':')");
+        errs.push(
+            obj,
+            f("username"),
+            &e.username,
+            "missing or invalid broker user name (non-empty, no ':')",
+        );
     }
     let source = SecretSource::parse(&e.password);
     let password = if e.password.is_empty() {
@@ -489,23 +637,30 @@ fn build_route(
             }
         }
     };
-    let mut timeout = |name: &str, v: &Option<String>, d: Duration| match opt_duration(&f(name), v, d) {
-        Ok(d) => d,
-        Err(ce) => {
-            errs.push(obj, ce.field, &ce.value, ce.reason);
-            d
-        }
-    };
+    let mut timeout =
+        |name: &str, v: &Option<String>, d: Duration| match opt_duration(&f(name), v, d) {
+            Ok(d) => d,
+            Err(ce) => {
+                errs.push(obj, ce.field, &ce.value, ce.reason);
+                d
+            }
+        };
     let timeouts = Timeouts {
         connect: timeout("connect_timeout", &e.connect_timeout, cx.timeouts.connect),
-        response: timeout("response_timeout", &e.response_timeout, cx.timeouts.response),
+        response: timeout(
+            "response_timeout",
+            &e.response_timeout,
+            cx.timeouts.response,
+        ),
         idle: timeout("idle_timeout", &e.idle_timeout, cx.timeouts.idle),
     };
     let ca_bundle = e.ca_bundle.as_ref().map(|p| cx.base_dir.join(p));
     let trust = if is_private && e.development_mode {
         Trust::Development
     } else {
-        Trust::Verified { ca_bundle: ca_bundle.clone() }
+        Trust::Verified {
+            ca_bundle: ca_bundle.clone(),
+        }
     };
     let client = match factory.client(&trust, timeouts.connect) {
         Ok(c) => Some(c),
@@ -518,7 +673,11 @@ fn build_route(
         return None;
     }
     let (endpoint, password, client) = (endpoint?, password?, client?);
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", e.username, password.expose()));
+    let token = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        e.username,
+        password.expose()
+    ));
     let mut authorization = HeaderValue::try_from(format!("Basic {token}")).ok()?;
     authorization.set_sensitive(true);
     Some(Arc::new(Route {

@@ -62,7 +62,11 @@ impl ClientFactory {
     ///
     /// # Errors
     /// When the CA bundle cannot be read or used.
-    pub fn client(&mut self, trust: &Trust, connect_timeout: Duration) -> Result<UpstreamClient, String> {
+    pub fn client(
+        &mut self,
+        trust: &Trust,
+        connect_timeout: Duration,
+    ) -> Result<UpstreamClient, String> {
         let key = ClientKey {
             trust: trust.clone(),
             connect_timeout,
@@ -131,7 +135,11 @@ pub fn describe_error(err: &hyper_util::client::legacy::Error) -> (FailureKind, 
         }
         src = e.source();
     }
-    let prefix = if err.is_connect() { "cannot connect" } else { "request failed" };
+    let prefix = if err.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
     let detail = parts.into_iter().skip(1).collect::<Vec<_>>().join(": ");
     let msg = if detail.is_empty() {
         prefix.to_string()

@@ -30,7 +30,9 @@ pub fn system_roots() -> &'static RootCertStore {
         }
         let (added, _ignored) = store.add_parsable_certificates(found.certs);
         if added == 0 {
-            tracing::warn!("no system root certificates found; only per-route CA bundles will be trusted");
+            tracing::warn!(
+                "no system root certificates found; only per-route CA bundles will be trusted"
+            );
         }
         store
     })
@@ -105,7 +107,12 @@ impl ServerCertVerifier for DevelopmentModeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -114,7 +121,12 @@ impl ServerCertVerifier for DevelopmentModeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -114,34 +114,53 @@ fn duplicate_broker_ids_are_refused() {
     b.private = None;
     r.brokers.push(b);
     let e = one_error(&r);
-    assert_eq!((e.field.as_str(), e.value.as_str()), ("brokers[1].id", "pg"));
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("brokers[1].id", "pg")
+    );
     assert!(e.reason.contains("duplicate"), "{e}");
 }
 
 #[test]
 fn reserved_location_names_are_refused() {
     let mut r = registry();
-    r.brokers[0].publications.push(publication("private", "https://x.example", true));
+    r.brokers[0]
+        .publications
+        .push(publication("private", "https://x.example", true));
     let e = one_error(&r);
-    assert_eq!((e.field.as_str(), e.value.as_str()), ("brokers[0].publications[2].location", "private"));
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("brokers[0].publications[2].location", "private")
+    );
     assert!(e.reason.contains("reserved"), "{e}");
 
     let mut r = registry();
     r.locations.push("global".into());
     let e = one_error(&r);
-    assert_eq!((e.field.as_str(), e.value.as_str()), ("locations[2]", "global"));
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("locations[2]", "global")
+    );
 }
 
 #[test]
 fn unknown_locations_are_refused() {
     let mut r = registry();
-    r.brokers[0].publications.push(publication("mars", "https://x.example", true));
+    r.brokers[0]
+        .publications
+        .push(publication("mars", "https://x.example", true));
     let e = one_error(&r);
-    assert_eq!((e.field.as_str(), e.value.as_str()), ("brokers[0].publications[2].location", "mars"));
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("brokers[0].publications[2].location", "mars")
+    );
     let mut r = registry();
     r.platforms[0].locations.push("moon".into());
     let e = one_error(&r);
-    assert_eq!((e.field.as_str(), e.value.as_str()), ("platforms[0].locations[2]", "moon"));
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("platforms[0].locations[2]", "moon")
+    );
 }
 
 #[test]
@@ -179,7 +198,10 @@ fn plain_text_passwords_only_in_development_mode() {
     r.brokers[0].publications[0].endpoint.password = "hunter2".into();
     let e = one_error(&r);
     assert_eq!(e.field, "brokers[0].publications[0].password");
-    assert_eq!(e.value, "*** (plain text)", "the secret itself is never shown");
+    assert_eq!(
+        e.value, "*** (plain text)",
+        "the secret itself is never shown"
+    );
     assert!(e.reason.contains("development mode"));
     assert!(RouteTable::build(&r, &cx(Mode::Development)).is_ok());
 }
@@ -196,7 +218,10 @@ fn bad_platform_hash_and_duplicate_user_are_refused() {
     p.id = "cf2".into();
     r.platforms.push(p);
     let e = one_error(&r);
-    assert_eq!((e.field.as_str(), e.value.as_str()), ("platforms[1].username", "cf"));
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("platforms[1].username", "cf")
+    );
 }
 
 #[test]
@@ -216,7 +241,10 @@ fn bad_route_timeout_names_field() {
     let mut r = registry();
     r.brokers[0].publications[0].endpoint.response_timeout = Some("forever".into());
     let e = one_error(&r);
-    assert_eq!((e.field.as_str(), e.value.as_str()), ("brokers[0].publications[0].response_timeout", "forever"));
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("brokers[0].publications[0].response_timeout", "forever")
+    );
 }
 
 fn platform(t: &RouteTable) -> Arc<Platform> {
@@ -237,10 +265,16 @@ fn unapproved_location_falls_back_to_approved_global_else_403() {
     let mut r = registry();
     r.brokers[0].publications[0].approved = false;
     let t = RouteTable::build(&r, &cx(Mode::Production)).unwrap();
-    assert_eq!(&*t.lookup(&platform(&t), "eu", "pg").unwrap().location, "global");
+    assert_eq!(
+        &*t.lookup(&platform(&t), "eu", "pg").unwrap().location,
+        "global"
+    );
     r.brokers[0].publications[1].approved = false;
     let t = RouteTable::build(&r, &cx(Mode::Production)).unwrap();
-    assert!(matches!(t.lookup(&platform(&t), "eu", "pg"), Err(LookupError::NotApproved { .. })));
+    assert!(matches!(
+        t.lookup(&platform(&t), "eu", "pg"),
+        Err(LookupError::NotApproved { .. })
+    ));
 }
 
 #[test]
@@ -250,11 +284,26 @@ fn lookup_failures() {
     r.brokers[0].publications.truncate(1);
     let t = RouteTable::build(&r, &cx(Mode::Production)).unwrap();
     let p = platform(&t);
-    assert!(matches!(t.lookup(&p, "mars", "pg"), Err(LookupError::UnknownLocation { .. })));
-    assert!(matches!(t.lookup(&p, "us", "pg"), Err(LookupError::LocationNotAllowed { .. })));
-    assert!(matches!(t.lookup(&p, "eu", "nope"), Err(LookupError::UnknownBroker { .. })));
-    let other = Platform { customer: "globex".into(), ..clone_platform(&p) };
-    assert!(matches!(t.lookup(&other, "private", "pg"), Err(LookupError::NotOwner { .. })));
+    assert!(matches!(
+        t.lookup(&p, "mars", "pg"),
+        Err(LookupError::UnknownLocation { .. })
+    ));
+    assert!(matches!(
+        t.lookup(&p, "us", "pg"),
+        Err(LookupError::LocationNotAllowed { .. })
+    ));
+    assert!(matches!(
+        t.lookup(&p, "eu", "nope"),
+        Err(LookupError::UnknownBroker { .. })
+    ));
+    let other = Platform {
+        customer: "globex".into(),
+        ..clone_platform(&p)
+    };
+    assert!(matches!(
+        t.lookup(&other, "private", "pg"),
+        Err(LookupError::NotOwner { .. })
+    ));
 }
 
 #[test]
@@ -262,7 +311,10 @@ fn not_published_in_location() {
     let mut r = registry();
     r.brokers[0].publications.truncate(1);
     let t = RouteTable::build(&r, &cx(Mode::Production)).unwrap();
-    assert!(matches!(t.lookup(&platform(&t), "us", "pg"), Err(LookupError::NotPublished { .. })));
+    assert!(matches!(
+        t.lookup(&platform(&t), "us", "pg"),
+        Err(LookupError::NotPublished { .. })
+    ));
 }
 
 fn clone_platform(p: &Platform) -> Platform {
@@ -280,8 +332,16 @@ fn clone_platform(p: &Platform) -> Platform {
 fn endpoint_join_keeps_base_path_and_query() {
     let e = Endpoint::parse("https://b.example:8443/osb/").unwrap();
     assert_eq!(e.url(), "https://b.example:8443/osb");
-    let u = e.join("/v2/service_instances/a%2Fb?accepts_incomplete=true").unwrap();
-    assert_eq!(u.to_string(), "https://b.example:8443/osb/v2/service_instances/a%2Fb?accepts_incomplete=true");
+    let u = e
+        .join("/v2/service_instances/a%2Fb?accepts_incomplete=true")
+        .unwrap();
+    assert_eq!(
+        u.to_string(),
+        "https://b.example:8443/osb/v2/service_instances/a%2Fb?accepts_incomplete=true"
+    );
     let root = Endpoint::parse("https://b.example").unwrap();
-    assert_eq!(root.join("/v2/catalog").unwrap().to_string(), "https://b.example/v2/catalog");
+    assert_eq!(
+        root.join("/v2/catalog").unwrap().to_string(),
+        "https://b.example/v2/catalog"
+    );
 }

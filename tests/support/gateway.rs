@@ -1,0 +1,100 @@
+//! A real gateway started from config files in a temp directory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use osb_gateway::config::GatewayConfig;
+use osb_gateway::{Gateway, GatewayHandle, StartError};
+use tempfile::TempDir;
+
+use super::tls::TestCa;
+
+/// The platform password every test platform uses.
+pub const PLATFORM_PW: &str = "platform-pw";
+/// The broker password tests put in `env:BROKER_PW`.
+pub const BROKER_PW: &str = "broker-pw-Zq9";
+
+/// argon2 hash of [`PLATFORM_PW`], made once per test binary.
+pub fn platform_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| osb_gateway::proxy::auth::hash_password(PLATFORM_PW))
+}
+
+pub struct TestGateway {
+    pub handle: Option<GatewayHandle>,
+    pub dir: TempDir,
+    pub addr: SocketAddr,
+    /// CA that signed the gateway's own certificate, when it serves TLS.
+    pub ca: Option<TestCa>,
+}
+
+/// Options for [`TestGateway::start`].
+#[derive(Default)]
+pub struct Options {
+    /// Serve TLS (and run in production mode).
+    pub tls: bool,
+    /// Extra top-level TOML for gateway.toml (before any table).
+    pub top: String,
+    /// Extra tables for gateway.toml.
+    pub tables: String,
+}
+
+impl TestGateway {
+    /// Development mode, plain HTTP; `{HASH}` in the registry is the platform hash.
+    pub async fn dev(registry: &str) -> TestGateway {
+        Self::start(registry, Options::default()).await.unwrap()
+    }
+
+    pub async fn start(registry: &str, opts: Options) -> Result<TestGateway, StartError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gw = String::new();
+        if !opts.tls {
+            gw.push_str("development_mode = true\n");
+        }
+        gw.push_str(&opts.top);
+        gw.push_str("\n[listen]\naddress = \"127.0.0.1:0\"\n");
+        let ca = if opts.tls {
+            let ca = TestCa::new("gateway test CA");
+            ca.issue().write(dir.path(), "gateway");
+            gw.push_str("tls_cert = \"gateway.crt\"\ntls_key = \"gateway.key\"\n");
+            Some(ca)
+        } else {
+            None
+        };
+        gw.push_str("\n[shutdown]\ngrace_period = \"5s\"\n");
+        gw.push_str(&opts.tables);
+        std::fs::write(dir.path().join("gateway.toml"), gw).unwrap();
+        std::fs::write(
+            dir.path().join("registry.toml"),
+            registry.replace("{HASH}", platform_hash()),
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [("BROKER_PW", BROKER_PW)].into();
+        let lookup = move |k: &str| env.get(k).map(|v| v.to_string());
+        let cfg = GatewayConfig::load(&dir.path().join("gateway.toml"), &lookup)?;
+        let handle = Gateway::spawn_with_env(cfg, &lookup).await?;
+        Ok(TestGateway {
+            addr: handle.addr,
+            handle: Some(handle),
+            dir,
+            ca,
+        })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Test support: real brokers on loopback, a real gateway, certificates
+//! generated at test time, clients for HTTP/1.1, HTTP/2 and TLS.
+
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod client;
+pub mod gateway;
+pub mod tls;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Fails the test if `fut` takes longer than `secs` (a hang guard, not a
+/// performance assertion).
+pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no result within {secs}s"),
+    }
+}
