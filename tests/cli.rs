@@ -14,18 +14,24 @@ fn repo(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-#[test]
-fn config_check_accepts_the_development_example() {
-    let out = gateway()
-        .args(["config", "check"])
-        .arg(repo("config/gateway.dev.toml"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs `cmd`, asserts success, returns stdout.
+fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn config_check_accepts_the_development_example() {
+    let stdout = succeeds(
+        gateway()
+            .args(["config", "check"])
+            .arg(repo("config/gateway.dev.toml")),
     );
     assert!(
         stdout.contains("sample  private   http://127.0.0.1:9090"),
@@ -53,18 +59,12 @@ fn config_check_accepts_the_production_example_and_masks_secrets() {
         "file-secret-1\n",
     )
     .unwrap();
-    let out = gateway()
-        .args(["config", "check"])
-        .arg(dir.path().join("gateway.example.toml"))
-        .env("PG_STAGING_BROKER_PASSWORD", "env-secret-2")
-        .env("PG_GLOBAL_BROKER_PASSWORD", "env-secret-3")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeds(
+        gateway()
+            .args(["config", "check"])
+            .arg(dir.path().join("gateway.example.toml"))
+            .env("PG_STAGING_BROKER_PASSWORD", "env-secret-2")
+            .env("PG_GLOBAL_BROKER_PASSWORD", "env-secret-3"),
     );
     assert!(
         stdout.contains("mode: production   listen: 0.0.0.0:8443 (TLS)"),

@@ -482,13 +482,15 @@ impl RouteTable {
         location: &str,
         broker: &str,
     ) -> Result<Arc<Route>, LookupError> {
-        if location == PRIVATE {
-            let b = self
-                .brokers
+        let entry = || {
+            self.brokers
                 .get(broker)
                 .ok_or_else(|| LookupError::UnknownBroker {
                     broker: broker.into(),
-                })?;
+                })
+        };
+        if location == PRIVATE {
+            let b = entry()?;
             if b.owner != platform.customer {
                 return Err(LookupError::NotOwner {
                     broker: broker.into(),
@@ -512,12 +514,7 @@ impl RouteTable {
                 platform: platform.id.to_string(),
             });
         }
-        let b = self
-            .brokers
-            .get(broker)
-            .ok_or_else(|| LookupError::UnknownBroker {
-                broker: broker.into(),
-            })?;
+        let b = entry()?;
         let own = b.publications.get(location);
         let global = b.publications.get(GLOBAL);
         for p in [own, global].into_iter().flatten() {
