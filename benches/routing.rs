@@ -22,6 +22,7 @@ fn registry(routes: usize) -> RegistryFile {
             id: format!("broker-{i}"),
             name: String::new(),
             owner: "acme".into(),
+            redact_parameters: false,
             private: None,
             publications: ["global".to_string(), locations[i % 10].clone()]
                 .into_iter()

@@ -1,10 +1,10 @@
 //! Body wrappers shared by the proxy and the upstream client.
 //!
 //! [`ForwardBody`] is the one concrete body type the upstream client sends
-//! (hyper-util's legacy client is generic over a single body type). It
-//! passes every frame through unchanged; its only job here is the idle
-//! timeout: an error when the source produces nothing for `idle` while the
-//! consumer is waiting for data.
+//! (hyper-util's legacy client is generic over a single body type), and the
+//! broker's body on its way back: the capture tap around [`TimedBody`],
+//! which fails with [`IdleTimeout`] when the source produces nothing for
+//! `idle` while the consumer is waiting for data.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,8 +90,8 @@ where
     }
 }
 
-/// The body the gateway forwards to a broker: the platform's body, streamed.
-pub type ForwardBody = TimedBody<Incoming>;
+/// A proxied body in either direction: streamed, idle-timed, captured.
+pub type ForwardBody = crate::capture::body::CaptureBody<TimedBody<Incoming>>;
 
 #[cfg(test)]
 mod tests {

@@ -14,10 +14,12 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod capture;
 pub mod config;
 pub mod osb;
 pub mod proxy;
 pub mod registry;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;
 
@@ -28,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use capture::{CaptureHandle, CapturePaths};
 use config::{ConfigError, GatewayConfig, RegistrySource};
 use registry::{BuildContext, RegistryErrors, RegistryFile, RouteTable, Routes};
 
@@ -40,6 +43,14 @@ pub enum StartError {
     /// The registry is invalid.
     #[error("{0}")]
     Registry(#[from] RegistryErrors),
+    /// The capture directories could not be opened.
+    #[error("cannot open the capture store under {dir}: {source}")]
+    Capture {
+        /// The data directory.
+        dir: String,
+        /// OS error.
+        source: std::io::Error,
+    },
     /// TLS material could not be loaded.
     #[error("invalid TLS configuration: {0}")]
     Tls(String),
@@ -103,6 +114,8 @@ pub struct GatewayHandle {
     pub addr: SocketAddr,
     /// The live route table.
     pub routes: Routes,
+    /// The capture pipeline (metrics, live feed).
+    pub capture: CaptureHandle,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -140,6 +153,15 @@ impl Gateway {
             source,
         })?;
         let routes = Routes::new(table);
+        let capture = CaptureHandle::start(
+            &cfg.capture,
+            &CapturePaths::under(&cfg.data_dir),
+            &cfg.instance,
+        )
+        .map_err(|source| StartError::Capture {
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        })?;
         let (shutdown, rx) = watch::channel(false);
         let opts = proxy::accept::ServeOptions {
             tls,
@@ -148,7 +170,7 @@ impl Gateway {
         };
         let task = tokio::spawn(proxy::accept::serve(
             listener,
-            proxy::Proxy::new(routes.clone()),
+            proxy::Proxy::new(routes.clone(), capture.tx()),
             opts,
             rx,
         ));
@@ -162,6 +184,7 @@ impl Gateway {
         Ok(GatewayHandle {
             addr,
             routes,
+            capture,
             shutdown,
             task,
         })
@@ -169,9 +192,11 @@ impl Gateway {
 }
 
 impl GatewayHandle {
-    /// Stops accepting, waits for requests in flight (up to the grace period).
+    /// Stops accepting, waits for requests in flight (up to the grace
+    /// period), then stores or spools every captured record.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        self.capture.shutdown().await;
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    duration, ConfigError, GatewayConfig, LogFormat, Mode, PoolSettings, RegistrySource, SecretKey,
-    Timeouts, TlsFiles, SECRET_KEY_ENV,
+    duration, CaptureConfig, ClickHouseConfig, ConfigError, GatewayConfig, LocalStoreConfig,
+    LogFormat, Mode, PoolSettings, RegistrySource, SecretKey, Timeouts, TlsFiles, SECRET_KEY_ENV,
 };
 
 /// `gateway.toml` as written. See `config/gateway.example.toml` for every key.
@@ -40,6 +40,223 @@ pub struct GatewayFile {
     /// `[log]`
     #[serde(default)]
     pub log: LogFile,
+    /// `[capture]`
+    #[serde(default)]
+    pub capture: CaptureFile,
+}
+
+/// `[capture]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureFile {
+    /// Capture exchanges (default true).
+    pub enabled: Option<bool>,
+    /// Body bytes kept per body (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// In-memory queue bound in bytes (default 64 MiB).
+    pub queue_max_bytes: Option<usize>,
+    /// Extra headers to redact.
+    #[serde(default)]
+    pub secret_headers: Vec<String>,
+    /// Live-feed buffer per subscriber (default 4096 records).
+    pub feed_capacity: Option<usize>,
+    /// Batch flush: rows (default 10000).
+    pub batch_max_rows: Option<usize>,
+    /// Batch flush: bytes (default 10 MB).
+    pub batch_max_bytes: Option<usize>,
+    /// Batch flush: time (default 1s).
+    pub flush_interval: Option<String>,
+    /// Retry backoff start (default 1s).
+    pub retry_initial_backoff: Option<String>,
+    /// Retry backoff cap (default 30s).
+    pub retry_max_backoff: Option<String>,
+    /// One insert's time limit (default 30s).
+    pub insert_timeout: Option<String>,
+    /// `[capture.clickhouse]`
+    pub clickhouse: Option<ClickHouseFile>,
+    /// `[capture.local]`
+    #[serde(default)]
+    pub local: LocalFile,
+}
+
+/// `[capture.clickhouse]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseFile {
+    /// HTTP URL (default `http://127.0.0.1:8123`).
+    pub url: Option<String>,
+    /// Database (default `osb_gateway`).
+    pub database: Option<String>,
+    /// Table (default `exchanges`).
+    pub table: Option<String>,
+    /// User (default `default`).
+    pub user: Option<String>,
+    /// Password: `env:NAME`, `file:PATH`, `enc:v1:...` (plain text in development mode).
+    pub password: Option<String>,
+    /// Retention in days (TTL, ClickHouse 19.6+).
+    pub retention_days: Option<u32>,
+}
+
+/// `[capture.local]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalFile {
+    /// Segment size limit in bytes (default 16 MiB).
+    pub segment_bytes: Option<u64>,
+    /// Segment age limit (default 1h).
+    pub segment_age: Option<String>,
+    /// Store size budget in bytes (default 1 GiB).
+    pub max_bytes: Option<u64>,
+}
+
+fn sql_name(field: &str, v: &str) -> Result<String, ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !v.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(ConfigError::new(
+            field,
+            v,
+            "use letters, digits and '_' only, not starting with a digit",
+        ))
+    }
+}
+
+fn positive(field: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(ConfigError::new(field, 0, "must be greater than zero")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+impl CaptureFile {
+    fn validate(
+        self,
+        mode: Mode,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<CaptureConfig, ConfigError> {
+        let d = CaptureConfig::default();
+        let clickhouse = match self.clickhouse {
+            None => None,
+            Some(c) => {
+                let url = c.url.unwrap_or_else(|| "http://127.0.0.1:8123".into());
+                let parsed: http::Uri = url
+                    .parse()
+                    .map_err(|_| ConfigError::new("capture.clickhouse.url", &url, "not a URL"))?;
+                if !matches!(parsed.scheme_str(), Some("http") | Some("https"))
+                    || parsed.host().is_none()
+                {
+                    return Err(ConfigError::new(
+                        "capture.clickhouse.url",
+                        &url,
+                        "expected http(s)://host:port",
+                    ));
+                }
+                let password = match &c.password {
+                    None => None,
+                    Some(text) => {
+                        let sc = super::secret::SecretContext {
+                            key: None,
+                            development_mode: mode.is_development(),
+                            base_dir: base,
+                            env,
+                        };
+                        Some(sc.resolve(text).map_err(|r| {
+                            ConfigError::new(
+                                "capture.clickhouse.password",
+                                super::secret::SecretSource::parse(text).masked(),
+                                r,
+                            )
+                        })?)
+                    }
+                };
+                Some(ClickHouseConfig {
+                    url,
+                    database: sql_name(
+                        "capture.clickhouse.database",
+                        c.database.as_deref().unwrap_or("osb_gateway"),
+                    )?,
+                    table: sql_name(
+                        "capture.clickhouse.table",
+                        c.table.as_deref().unwrap_or("exchanges"),
+                    )?,
+                    user: c.user.unwrap_or_else(|| "default".into()),
+                    password,
+                    retention_days: c.retention_days,
+                })
+            }
+        };
+        for (i, h) in self.secret_headers.iter().enumerate() {
+            if http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ConfigError::new(
+                    format!("capture.secret_headers[{i}]"),
+                    h,
+                    "not a valid header name",
+                ));
+            }
+        }
+        let dl = LocalStoreConfig::default();
+        Ok(CaptureConfig {
+            enabled: self.enabled.unwrap_or(true),
+            max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
+            queue_max_bytes: positive(
+                "capture.queue_max_bytes",
+                self.queue_max_bytes,
+                d.queue_max_bytes,
+            )?,
+            secret_headers: self
+                .secret_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            feed_capacity: positive("capture.feed_capacity", self.feed_capacity, d.feed_capacity)?,
+            batch_max_rows: positive(
+                "capture.batch_max_rows",
+                self.batch_max_rows,
+                d.batch_max_rows,
+            )?,
+            batch_max_bytes: positive(
+                "capture.batch_max_bytes",
+                self.batch_max_bytes,
+                d.batch_max_bytes,
+            )?,
+            flush_interval: opt_duration(
+                "capture.flush_interval",
+                &self.flush_interval,
+                d.flush_interval,
+            )?,
+            retry_initial_backoff: opt_duration(
+                "capture.retry_initial_backoff",
+                &self.retry_initial_backoff,
+                d.retry_initial_backoff,
+            )?,
+            retry_max_backoff: opt_duration(
+                "capture.retry_max_backoff",
+                &self.retry_max_backoff,
+                d.retry_max_backoff,
+            )?,
+            insert_timeout: opt_duration(
+                "capture.insert_timeout",
+                &self.insert_timeout,
+                d.insert_timeout,
+            )?,
+            clickhouse,
+            local: LocalStoreConfig {
+                segment_bytes: self.local.segment_bytes.unwrap_or(dl.segment_bytes).max(1),
+                segment_age: opt_duration(
+                    "capture.local.segment_age",
+                    &self.local.segment_age,
+                    dl.segment_age,
+                )?,
+                max_bytes: self.local.max_bytes.unwrap_or(dl.max_bytes),
+            },
+        })
+    }
 }
 
 /// `[listen]`
@@ -248,7 +465,9 @@ impl GatewayFile {
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "osb-gateway".into());
+        let capture = self.capture.validate(mode, base, env)?;
         Ok(GatewayConfig {
+            capture,
             mode,
             listen,
             tls,

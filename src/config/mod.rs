@@ -150,6 +150,96 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[capture]`: communication logs.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Capture exchanges at all (the exchange log line is written regardless).
+    pub enabled: bool,
+    /// Body bytes kept per request and per response; longer bodies are
+    /// forwarded whole and recorded as truncated with their full size.
+    pub max_body_bytes: usize,
+    /// Bound of the in-memory queue, in bytes; past it records go straight to the spool.
+    pub queue_max_bytes: usize,
+    /// Extra header names whose values are redacted.
+    pub secret_headers: Vec<String>,
+    /// Live-feed buffer (records) per subscriber before it starts losing lines.
+    pub feed_capacity: usize,
+    /// A batch is flushed at this many records ...
+    pub batch_max_rows: usize,
+    /// ... or this many bytes ...
+    pub batch_max_bytes: usize,
+    /// ... or after this long, whichever comes first.
+    pub flush_interval: Duration,
+    /// First retry delay after a failed insert (doubles up to `retry_max_backoff`).
+    pub retry_initial_backoff: Duration,
+    /// Longest retry delay.
+    pub retry_max_backoff: Duration,
+    /// Longest wait for one insert.
+    pub insert_timeout: Duration,
+    /// ClickHouse; `None` keeps records in the embedded local store.
+    pub clickhouse: Option<ClickHouseConfig>,
+    /// The embedded local store.
+    pub local: LocalStoreConfig,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            enabled: true,
+            max_body_bytes: 1024 * 1024,
+            queue_max_bytes: 64 * 1024 * 1024,
+            secret_headers: Vec::new(),
+            feed_capacity: 4096,
+            batch_max_rows: 10_000,
+            batch_max_bytes: 10_000_000,
+            flush_interval: Duration::from_secs(1),
+            retry_initial_backoff: Duration::from_secs(1),
+            retry_max_backoff: Duration::from_secs(30),
+            insert_timeout: Duration::from_secs(30),
+            clickhouse: None,
+            local: LocalStoreConfig::default(),
+        }
+    }
+}
+
+/// `[capture.clickhouse]`
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database (created when missing).
+    pub database: String,
+    /// Table (created when missing).
+    pub table: String,
+    /// User.
+    pub user: String,
+    /// Password, if any.
+    pub password: Option<Secret>,
+    /// Retention applied as a TTL on servers that support it (19.6+).
+    pub retention_days: Option<u32>,
+}
+
+/// `[capture.local]`: the embedded store used when no ClickHouse is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalStoreConfig {
+    /// A segment is closed at this size ...
+    pub segment_bytes: u64,
+    /// ... or this age.
+    pub segment_age: Duration,
+    /// Oldest segments are deleted past this total.
+    pub max_bytes: u64,
+}
+
+impl Default for LocalStoreConfig {
+    fn default() -> Self {
+        LocalStoreConfig {
+            segment_bytes: 16 * 1024 * 1024,
+            segment_age: Duration::from_secs(3600),
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
 /// The validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -179,6 +269,8 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     /// This gateway's name in logs and captures.
     pub instance: String,
+    /// Communication logs.
+    pub capture: CaptureConfig,
 }
 
 impl GatewayConfig {

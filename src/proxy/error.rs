@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::capture::Outcome;
 use crate::registry::LookupError;
 
 /// Whose fault a failure was (decides 4xx vs 5xx and the capture outcome).
@@ -97,12 +98,14 @@ impl ProxyError {
         }
     }
 
-    /// The outcome name used in logs (`rejected`, `timeout`, `upstream_error`).
-    pub fn outcome(&self) -> &'static str {
+    /// How the exchange is recorded.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            ProxyError::UpstreamTimeout { .. } => "timeout",
-            ProxyError::UpstreamUnavailable { .. } | ProxyError::Internal(_) => "upstream_error",
-            _ => "rejected",
+            ProxyError::UpstreamTimeout { .. } => Outcome::Timeout,
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::Internal(_) => {
+                Outcome::UpstreamError
+            }
+            _ => Outcome::Rejected,
         }
     }
 }
@@ -124,7 +127,7 @@ mod tests {
         };
         assert_eq!(
             (to.status().as_u16(), to.side(), to.outcome()),
-            (504, Side::Upstream, "timeout")
+            (504, Side::Upstream, Outcome::Timeout)
         );
         assert_eq!(ProxyError::BadCredentials.status(), 401);
     }

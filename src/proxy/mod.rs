@@ -15,19 +15,19 @@ pub mod forward;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
-use tokio::time::Instant;
 
 use self::auth::Authenticator;
-use self::body::{ExchangeLog, ResponseBody};
+use self::body::ResponseBody;
 use self::error::ProxyError;
 use crate::body::TimedBody;
+use crate::capture::body::CaptureBody;
+use crate::capture::{CaptureTx, Exchange, Side};
 use crate::osb::{self, OsbError};
+use crate::registry::Route;
 use crate::registry::Routes;
 use crate::upstream::{describe_error, FailureKind};
 
@@ -40,6 +40,7 @@ pub struct Proxy {
 struct Shared {
     routes: Routes,
     auth: Authenticator,
+    capture: CaptureTx,
 }
 
 /// `/{location}/{broker}` and the rest from `/v2` on (with the query).
@@ -76,8 +77,8 @@ fn split_target<'a>(path: &'a str, path_and_query: &'a str) -> Option<Target<'a>
 }
 
 impl Proxy {
-    /// A handler over `routes`.
-    pub fn new(routes: Routes) -> Self {
+    /// A handler over `routes`, capturing into `capture`.
+    pub fn new(routes: Routes, capture: CaptureTx) -> Self {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -85,12 +86,14 @@ impl Proxy {
             inner: Arc::new(Shared {
                 routes,
                 auth: Authenticator::new(cpus),
+                capture,
             }),
         }
     }
 
     /// Handles one platform request. Never fails: every error becomes an
-    /// OSB error response.
+    /// OSB error response. The [`Exchange`] made here logs and records the
+    /// exchange when its last holder (this handler or a body) lets go.
     pub async fn handle(
         &self,
         req: Request<Incoming>,
@@ -103,46 +106,34 @@ impl Proxy {
             Some(id) if !id.is_empty() => id.to_string(),
             _ => uuid::Uuid::new_v4().to_string(),
         };
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let target_path = req.uri().path();
-        let operation = split_target(target_path, pq)
-            .map(|t| osb::classify(req.method(), t.osb_path).0)
-            .unwrap_or(osb::Operation::Other);
-        let mut log = ExchangeLog {
-            start: Instant::now(),
+        let uri = req.uri();
+        let mut ex = Exchange::new(
+            &self.inner.capture,
+            req.method().clone(),
+            uri.path(),
+            uri.query().unwrap_or(""),
             request_id,
-            method: req.method().clone(),
-            path: target_path.to_string(),
-            operation,
-            platform: None,
-            location: None,
-            broker: None,
-            status: None,
-            outcome: None,
-            error: None,
-        };
-        match self.forward(req, &mut log).await {
-            Ok((mut parts, body, idle)) => {
-                forward::strip_hop_by_hop(&mut parts.headers);
-                log.status = Some(parts.status);
-                let body = ResponseBody::upstream(TimedBody::new(body, idle), log);
-                Ok(Response::from_parts(parts, body))
-            }
-            Err(err) => Ok(error_response(&err, log)),
+        );
+        let pq = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        if let Some(t) = split_target(uri.path(), pq) {
+            ex.osb_path = t.osb_path.to_string();
+            ex.operation = osb::classify(req.method(), t.osb_path).0;
+        }
+        if ex.capturing() {
+            ex.request_headers = req.headers().clone();
+        }
+        match self.route(&req, &mut ex).await {
+            Ok(route) => Ok(self.forward(req, ex, route).await),
+            Err(err) => Ok(error_response(&err, &ex)),
         }
     }
 
-    /// Authenticates, routes and sends the request upstream; returns the
-    /// broker's response head, body and the route's idle timeout.
-    async fn forward(
+    /// Authenticates the platform and finds its route.
+    async fn route(
         &self,
-        req: Request<Incoming>,
-        log: &mut ExchangeLog,
-    ) -> Result<(http::response::Parts, Incoming, Duration), ProxyError> {
+        req: &Request<Incoming>,
+        ex: &mut Exchange,
+    ) -> Result<Arc<Route>, ProxyError> {
         // NB: `load_full` clones the Arc out of the ArcSwap guard, so no guard
         // is held across an await, and this request keeps its snapshot.
         let table = self.inner.routes.load_full();
@@ -151,22 +142,42 @@ impl Proxy {
             .auth
             .authenticate(&table, req.headers().get(header::AUTHORIZATION))
             .await?;
-        log.platform = Some(platform.id.clone());
+        ex.platform = Some(platform.id.clone());
         let pq = req
             .uri()
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/");
         let target = split_target(req.uri().path(), pq).ok_or(ProxyError::NotOsbPath)?;
-        log.location = Some(target.location.clone());
-        log.broker = Some(target.broker.clone());
-        let route = table.lookup(&platform, &target.location, &target.broker)?;
-        drop(table);
-        let uri = route
-            .endpoint
-            .join(target.rest)
-            .map_err(|e| ProxyError::Internal(format!("cannot build upstream URL: {e}")))?;
+        ex.location = target.location;
+        ex.broker = target.broker;
+        Ok(table.lookup(&platform, &ex.location, &ex.broker)?)
+    }
 
+    /// Rewrites the request for the broker, sends it, and streams the answer back.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        mut ex: Exchange,
+        route: Arc<Route>,
+    ) -> Response<ResponseBody> {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        let rest = split_target(req.uri().path(), pq)
+            .map(|t| t.rest.to_string())
+            .unwrap_or_default();
+        let uri = match route.endpoint.join(&rest) {
+            Ok(u) => u,
+            Err(e) => {
+                return error_response(
+                    &ProxyError::Internal(format!("cannot build upstream URL: {e}")),
+                    &ex,
+                )
+            }
+        };
         let (mut parts, body) = req.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
@@ -174,47 +185,60 @@ impl Proxy {
             .headers
             .insert(header::AUTHORIZATION, route.authorization().clone());
         if !parts.headers.contains_key(osb::REQUEST_IDENTITY) {
-            if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+            if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
                 parts.headers.insert(osb::REQUEST_IDENTITY, v);
             }
         }
+        ex.upstream_url = uri.to_string();
+        ex.redact_parameters = route.redact_parameters;
+        if ex.capturing() {
+            ex.request_headers = parts.headers.clone();
+        }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, TimedBody::new(body, route.timeouts.idle));
+        let ex = Arc::new(ex);
+        let idle = route.timeouts.idle;
+        let body = CaptureBody::new(TimedBody::new(body, idle), ex.tap(Side::Request));
+        let upstream_req = Request::from_parts(parts, body);
 
         let broker = || route.broker.to_string();
-        match tokio::time::timeout(route.timeouts.response, route.client.request(upstream_req))
-            .await
-        {
-            Ok(Ok(resp)) => {
-                let (parts, body) = resp.into_parts();
-                Ok((parts, body, route.timeouts.idle))
-            }
-            Ok(Err(e)) => {
-                let (kind, cause) = describe_error(&e);
-                Err(match kind {
-                    FailureKind::Timeout => ProxyError::UpstreamTimeout {
-                        broker: broker(),
-                        after: route.timeouts.connect,
-                        cause,
-                    },
-                    FailureKind::Unavailable => ProxyError::UpstreamUnavailable {
-                        broker: broker(),
-                        cause,
-                    },
-                })
-            }
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                broker: broker(),
-                after: route.timeouts.response,
-                cause: "no response headers".into(),
-            }),
-        }
+        let err =
+            match tokio::time::timeout(route.timeouts.response, route.client.request(upstream_req))
+                .await
+            {
+                Ok(Ok(resp)) => {
+                    let (mut parts, body) = resp.into_parts();
+                    forward::strip_hop_by_hop(&mut parts.headers);
+                    ex.set_response(parts.status, &parts.headers, true);
+                    let body = CaptureBody::new(TimedBody::new(body, idle), ex.tap(Side::Response));
+                    return Response::from_parts(parts, ResponseBody::upstream(body));
+                }
+                Ok(Err(e)) => {
+                    let (kind, cause) = describe_error(&e);
+                    match kind {
+                        FailureKind::Timeout => ProxyError::UpstreamTimeout {
+                            broker: broker(),
+                            after: route.timeouts.connect,
+                            cause,
+                        },
+                        FailureKind::Unavailable => ProxyError::UpstreamUnavailable {
+                            broker: broker(),
+                            cause,
+                        },
+                    }
+                }
+                Err(_) => ProxyError::UpstreamTimeout {
+                    broker: broker(),
+                    after: route.timeouts.response,
+                    cause: "no response headers".into(),
+                },
+            };
+        error_response(&err, &ex)
     }
 }
 
-/// Builds the OSB error response for `err` and finishes its log entry.
-fn error_response(err: &ProxyError, mut log: ExchangeLog) -> Response<ResponseBody> {
+/// Builds the OSB error response for `err` and records it in the exchange.
+fn error_response(err: &ProxyError, ex: &Exchange) -> Response<ResponseBody> {
     let status = err.status();
     let description = err.to_string();
     let body = OsbError {
@@ -222,11 +246,7 @@ fn error_response(err: &ProxyError, mut log: ExchangeLog) -> Response<ResponseBo
         description: &description,
     }
     .to_bytes();
-    log.status = Some(status);
-    log.outcome = Some(err.outcome());
-    log.error = Some(description);
-    let request_id = HeaderValue::from_str(&log.request_id).ok();
-    let mut resp = Response::new(ResponseBody::synthetic(body, log));
+    let mut resp = Response::new(ResponseBody::full(body.clone()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -239,13 +259,16 @@ fn error_response(err: &ProxyError, mut log: ExchangeLog) -> Response<ResponseBo
             HeaderValue::from_static("Basic realm=\"osb-gateway\", charset=\"UTF-8\""),
         );
     }
-    if let Some(id) = request_id {
+    if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
         h.insert(osb::REQUEST_IDENTITY, id);
     }
+    ex.fail(err.outcome(), description);
+    ex.set_response(status, resp.headers(), false);
+    ex.set_synthetic_body(&body);
     resp
 }
 
-/// An OSB error response with no exchange log (used outside the proxy path).
+/// An OSB error response outside the proxy path (no exchange record).
 pub fn osb_error(status: StatusCode, code: &str, description: &str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(
         OsbError {

@@ -47,6 +47,9 @@ pub struct BrokerFile {
     pub name: String,
     /// Customer that registered the broker.
     pub owner: String,
+    /// Redact `parameters` in captured provision, update and bind bodies.
+    #[serde(default)]
+    pub redact_parameters: bool,
     /// The private registration (owner's platforms only).
     pub private: Option<EndpointFile>,
     /// Publications per location (or `global`).

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 
-use super::file::{EndpointFile, RegistryFile};
+use super::file::{BrokerFile, EndpointFile, RegistryFile};
 use super::{RegistryError, RegistryErrors};
 use crate::config::file::opt_duration;
 use crate::config::secret::{SecretContext, SecretSource};
@@ -132,6 +132,8 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// Pooled client for this route's trust configuration.
     pub client: UpstreamClient,
+    /// Captures redact `parameters` for this broker.
+    pub redact_parameters: bool,
 }
 
 impl Route {
@@ -385,7 +387,7 @@ impl RouteTable {
             }
             let private = b.private.as_ref().and_then(|e| {
                 build_route(
-                    &b.id,
+                    b,
                     PRIVATE,
                     e,
                     true,
@@ -423,7 +425,7 @@ impl RouteTable {
                     continue;
                 }
                 if let Some(route) = build_route(
-                    &b.id,
+                    b,
                     loc,
                     &p.endpoint,
                     false,
@@ -561,7 +563,7 @@ impl RouteTable {
 
 #[allow(clippy::too_many_arguments)]
 fn build_route(
-    broker: &str,
+    broker: &BrokerFile,
     location: &str,
     e: &EndpointFile,
     is_private: bool,
@@ -678,8 +680,9 @@ fn build_route(
     let mut authorization = HeaderValue::try_from(format!("Basic {token}")).ok()?;
     authorization.set_sensitive(true);
     Some(Arc::new(Route {
-        broker: broker.into(),
+        broker: broker.id.as_str().into(),
         location: location.into(),
+        redact_parameters: broker.redact_parameters,
         endpoint,
         username: e.username.clone(),
         password_source: source.masked(),

@@ -46,6 +46,7 @@ fn registry() -> RegistryFile {
             id: "pg".into(),
             name: "Postgres".into(),
             owner: "acme".into(),
+            redact_parameters: false,
             private: Some(EndpointFile {
                 development_mode: true,
                 ..ep("http://127.0.0.1:9/private")

@@ -1,0 +1,280 @@
+//! [`Exchange`]: one platform request from arrival to its end. It is owned
+//! by the handler until the request is forwarded, then shared (`Arc`) with
+//! the request and response body taps. When the last holder lets go, `Drop`
+//! writes the exchange's log line and hands one [`RawExchange`] to the
+//! capture queue: exactly once, whether the broker answered, the gateway
+//! refused, the upstream failed or the platform went away (pingora's
+//! `logging` phase; linkerd's `BodyWithEosFn::Cancelled`).
+//!
+//! After sharing, each field is written once through a `OnceLock`: no lock
+//! is taken per frame, and none on the data path at all.
+
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use http::{HeaderMap, Method, StatusCode};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::body::Tap;
+use super::record::{BodyData, Outcome, RawExchange};
+use super::CaptureTx;
+use crate::osb::Operation;
+
+/// Which body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Platform → broker.
+    Request,
+    /// Broker → platform.
+    Response,
+}
+
+/// How a body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Read to the end.
+    Complete,
+    /// The source failed (`timeout`: an idle timeout).
+    Error {
+        /// What failed.
+        cause: String,
+        /// An idle timeout rather than a connection error.
+        timeout: bool,
+    },
+    /// Dropped before its end (the reader went away).
+    Cancelled,
+}
+
+struct ResponseHead {
+    status: StatusCode,
+    headers: HeaderMap,
+    ttfb: Option<std::time::Duration>,
+}
+
+/// One exchange. Public fields are filled by the proxy before the exchange
+/// is shared.
+pub struct Exchange {
+    tx: CaptureTx,
+    start: Instant,
+    received_at: SystemTime,
+    /// Record id.
+    pub id: Uuid,
+    /// `X-Broker-API-Request-Identity`.
+    pub request_id: String,
+    /// Request method.
+    pub method: Method,
+    /// Path as received.
+    pub path: String,
+    /// Query as received.
+    pub query: String,
+    /// Path from `/v2` on (empty when the URL had another shape).
+    pub osb_path: String,
+    /// Classified operation.
+    pub operation: Operation,
+    /// Authenticated platform.
+    pub platform: Option<Arc<str>>,
+    /// Location from the URL.
+    pub location: String,
+    /// Broker from the URL.
+    pub broker: String,
+    /// Upstream URL, once routed.
+    pub upstream_url: String,
+    /// Request headers (as forwarded, or as received).
+    pub request_headers: HeaderMap,
+    /// The route redacts `parameters`.
+    pub redact_parameters: bool,
+    response: OnceLock<ResponseHead>,
+    failure: OnceLock<(Outcome, String)>,
+    request_body: OnceLock<(BodyData, BodyEnd)>,
+    response_body: OnceLock<(BodyData, BodyEnd)>,
+}
+
+impl Exchange {
+    /// A new exchange, starting now.
+    pub fn new(
+        tx: &CaptureTx,
+        method: Method,
+        path: &str,
+        query: &str,
+        request_id: String,
+    ) -> Self {
+        Exchange {
+            tx: tx.clone(),
+            start: Instant::now(),
+            received_at: SystemTime::now(),
+            id: Uuid::new_v4(),
+            request_id,
+            method,
+            path: path.to_string(),
+            query: query.to_string(),
+            osb_path: String::new(),
+            operation: Operation::Other,
+            platform: None,
+            location: String::new(),
+            broker: String::new(),
+            upstream_url: String::new(),
+            request_headers: HeaderMap::new(),
+            redact_parameters: false,
+            response: OnceLock::new(),
+            failure: OnceLock::new(),
+            request_body: OnceLock::new(),
+            response_body: OnceLock::new(),
+        }
+    }
+
+    /// Whether bodies and headers are kept (capture enabled).
+    pub fn capturing(&self) -> bool {
+        self.tx.enabled()
+    }
+
+    /// A tap for one of this exchange's bodies.
+    pub fn tap(self: &Arc<Self>, side: Side) -> Tap {
+        Tap::new(self.clone(), side, self.tx.max_body())
+    }
+
+    /// Records the response head sent to the platform.
+    pub fn set_response(&self, status: StatusCode, headers: &HeaderMap, from_upstream: bool) {
+        let headers = if self.capturing() {
+            headers.clone()
+        } else {
+            HeaderMap::new()
+        };
+        let ttfb = from_upstream.then(|| self.start.elapsed());
+        let _ = self.response.set(ResponseHead {
+            status,
+            headers,
+            ttfb,
+        });
+    }
+
+    /// Records that the gateway answered itself, and why.
+    pub fn fail(&self, outcome: Outcome, cause: String) {
+        let _ = self.failure.set((outcome, cause));
+    }
+
+    /// Records a body the gateway wrote itself (error answers).
+    pub fn set_synthetic_body(&self, bytes: &[u8]) {
+        let data = BodyData {
+            bytes: bytes.to_vec(),
+            size: bytes.len() as u64,
+            truncated: false,
+        };
+        let _ = self.response_body.set((data, BodyEnd::Complete));
+    }
+
+    pub(crate) fn set_body(&self, side: Side, data: BodyData, end: BodyEnd) {
+        let slot = match side {
+            Side::Request => &self.request_body,
+            Side::Response => &self.response_body,
+        };
+        let _ = slot.set((data, end));
+    }
+
+    fn outcome(&self) -> (Outcome, String) {
+        if let Some((
+            _,
+            BodyEnd::Error {
+                cause,
+                timeout: false,
+            },
+        )) = self.request_body.get()
+        {
+            return (Outcome::Aborted, format!("request body: {cause}"));
+        }
+        if let Some((o, cause)) = self.failure.get() {
+            return (*o, cause.clone());
+        }
+        let Some(head) = self.response.get() else {
+            return (
+                Outcome::Aborted,
+                "the platform went away before the broker answered".into(),
+            );
+        };
+        match self.response_body.get() {
+            Some((_, BodyEnd::Complete)) => {
+                let s = head.status;
+                let o = if s.is_client_error() || s.is_server_error() {
+                    Outcome::BrokerError
+                } else {
+                    Outcome::Ok
+                };
+                (o, String::new())
+            }
+            Some((_, BodyEnd::Error { cause, timeout })) => {
+                let o = if *timeout {
+                    Outcome::Timeout
+                } else {
+                    Outcome::UpstreamError
+                };
+                (o, format!("response body: {cause}"))
+            }
+            Some((_, BodyEnd::Cancelled)) | None => (
+                Outcome::Aborted,
+                "the platform stopped reading the response".into(),
+            ),
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let (outcome, error) = self.outcome();
+        let duration = self.start.elapsed();
+        let head = self.response.take();
+        let status = head.as_ref().map(|h| h.status.as_u16()).unwrap_or(0);
+        tracing::info!(
+            target: "osb_gateway::exchange",
+            request_id = %self.request_id,
+            platform = self.platform.as_deref().unwrap_or("-"),
+            location = %self.location,
+            broker = %self.broker,
+            operation = self.operation.as_str(),
+            method = %self.method,
+            path = %self.path,
+            status,
+            outcome = outcome.as_str(),
+            duration_ms = format_args!("{:.3}", duration.as_secs_f64() * 1000.0),
+            error = %error,
+            "exchange"
+        );
+        if !self.tx.enabled() {
+            return;
+        }
+        let request_body = self.request_body.take().map(|(d, _)| d).unwrap_or_default();
+        let response_body = self
+            .response_body
+            .take()
+            .map(|(d, _)| d)
+            .unwrap_or_default();
+        let (response_headers, ttfb) = match head {
+            Some(h) => (h.headers, h.ttfb),
+            None => (HeaderMap::new(), None),
+        };
+        self.tx.send(RawExchange {
+            id: self.id,
+            received_at: self.received_at,
+            duration_us: duration.as_micros() as u64,
+            ttfb_us: ttfb.map(|d| d.as_micros() as u64).unwrap_or(0),
+            gateway: self.tx.instance().to_string(),
+            platform: self.platform.as_deref().unwrap_or("").to_string(),
+            location: std::mem::take(&mut self.location),
+            broker: std::mem::take(&mut self.broker),
+            upstream_url: std::mem::take(&mut self.upstream_url),
+            method: self.method.clone(),
+            path: std::mem::take(&mut self.path),
+            query: std::mem::take(&mut self.query),
+            osb_path: std::mem::take(&mut self.osb_path),
+            operation: self.operation,
+            request_id: std::mem::take(&mut self.request_id),
+            request_headers: std::mem::take(&mut self.request_headers),
+            response_headers,
+            status,
+            outcome,
+            error,
+            request_body,
+            response_body,
+            redact_parameters: self.redact_parameters,
+        });
+    }
+}

@@ -1,0 +1,267 @@
+//! Communication logs: one [`CaptureRecord`] per exchange, captured while
+//! streaming and delivered to ClickHouse or the embedded local store without
+//! slowing the proxy and without losing a record.
+//!
+//! ```text
+//! proxy ── Exchange::drop ──try──► queue (bounded in bytes) ──► pipeline task ──► sink (ClickHouse | local store)
+//!                 │ full                                        │  sink down/slow        ▲
+//!                 └──spawn_blocking──► spool (segments) ◄───────┘                        │
+//!                                          └──────────── replay when the sink answers ───┘
+//!                                      pipeline ──► broadcast feed (live tail)
+//! ```
+//! Nothing on the data path waits for any of this: `CaptureTx::send` never
+//! awaits, and the overflow path writes the spool on the blocking pool.
+//! Arrows: `capture` uses `store` and `osb`; `proxy` uses `capture`.
+
+pub mod body;
+pub mod exchange;
+pub mod metrics;
+mod pipeline;
+pub mod record;
+pub mod redact;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use http::header::HeaderName;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use exchange::{Exchange, Side};
+pub use metrics::CaptureMetrics;
+pub use record::{CaptureRecord, Outcome, RawExchange};
+
+use crate::config::CaptureConfig;
+use crate::store::segments::Segments;
+use redact::Redactor;
+
+/// Where a running pipeline keeps its files.
+#[derive(Debug, Clone)]
+pub struct CapturePaths {
+    /// Records waiting for the sink.
+    pub spool: PathBuf,
+    /// Batches the sink refused as bad data.
+    pub dead_letter: PathBuf,
+    /// The embedded local store.
+    pub local: PathBuf,
+}
+
+impl CapturePaths {
+    /// The directories under a data directory.
+    pub fn under(data_dir: &std::path::Path) -> Self {
+        CapturePaths {
+            spool: data_dir.join("spool"),
+            dead_letter: data_dir.join("dead-letter"),
+            local: data_dir.join("captures"),
+        }
+    }
+}
+
+struct Queued {
+    raw: RawExchange,
+    weight: usize,
+}
+
+struct TxInner {
+    tx: Option<mpsc::UnboundedSender<Queued>>,
+    limit: u64,
+    max_body: usize,
+    instance: String,
+    metrics: Arc<CaptureMetrics>,
+    redactor: Arc<Redactor>,
+    spool: Option<Arc<Mutex<Segments>>>,
+    feed: broadcast::Sender<Arc<CaptureRecord>>,
+    warned_drop: AtomicBool,
+}
+
+/// The proxy's handle on the capture queue. Cheap to clone; `send` never blocks.
+#[derive(Clone)]
+pub struct CaptureTx(Arc<TxInner>);
+
+impl CaptureTx {
+    /// A sender that captures nothing (capture disabled): exchanges are still logged.
+    pub fn disabled(instance: &str) -> Self {
+        let (feed, _) = broadcast::channel(1);
+        CaptureTx(Arc::new(TxInner {
+            tx: None,
+            limit: 0,
+            max_body: 0,
+            instance: instance.to_string(),
+            metrics: Arc::default(),
+            redactor: Arc::default(),
+            spool: None,
+            feed,
+            warned_drop: AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether records are captured.
+    pub fn enabled(&self) -> bool {
+        self.0.tx.is_some()
+    }
+
+    /// Body bytes kept per body (0 when disabled).
+    pub fn max_body(&self) -> usize {
+        self.0.max_body
+    }
+
+    /// Gateway instance name.
+    pub fn instance(&self) -> &str {
+        &self.0.instance
+    }
+
+    /// Hands a finished exchange to the pipeline, or to the spool when the
+    /// queue is over its byte bound. Never waits.
+    pub fn send(&self, raw: RawExchange) {
+        let Some(tx) = &self.0.tx else { return };
+        self.0.metrics.captured.fetch_add(1, Relaxed);
+        let weight = raw.weight();
+        let before = self.0.metrics.queue_bytes.fetch_add(weight as u64, Relaxed);
+        if before + weight as u64 > self.0.limit {
+            self.0.metrics.queue_bytes.fetch_sub(weight as u64, Relaxed);
+            return self.overflow(raw);
+        }
+        if let Err(mpsc::error::SendError(q)) = tx.send(Queued { raw, weight }) {
+            self.0
+                .metrics
+                .queue_bytes
+                .fetch_sub(q.weight as u64, Relaxed);
+            self.overflow(q.raw);
+        }
+    }
+
+    /// Queue full or pipeline gone: redact and spool on the blocking pool.
+    fn overflow(&self, raw: RawExchange) {
+        let inner = self.0.clone();
+        let job = move || {
+            let record = Arc::new(raw.into_record(&inner.redactor));
+            let _ = inner.feed.send(record.clone());
+            inner.spool_records(&[record]);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(job);
+            }
+            Err(_) => job(),
+        }
+    }
+}
+
+impl TxInner {
+    /// Appends records to the spool (blocking I/O: call off the reactor).
+    fn spool_records(&self, records: &[Arc<CaptureRecord>]) {
+        let Some(spool) = &self.spool else { return };
+        let n = records.len() as u64;
+        let payloads: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| serde_json::to_vec(&**r).expect("records serialize"))
+            .collect();
+        let result = spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(payloads.iter().map(Vec::as_slice));
+        match result {
+            Ok(_) => {
+                self.metrics.spooled.fetch_add(n, Relaxed);
+            }
+            Err(e) => {
+                self.metrics.dropped.fetch_add(n, Relaxed);
+                if !self.warned_drop.swap(true, Relaxed) {
+                    tracing::error!(error = %e, records = n, "cannot write the capture spool: records are being lost (see osb_gateway_capture_dropped_total)");
+                }
+            }
+        }
+    }
+}
+
+/// A running capture pipeline.
+pub struct CaptureHandle {
+    tx: CaptureTx,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    metrics: Arc<CaptureMetrics>,
+}
+
+impl CaptureHandle {
+    /// Starts the pipeline for `cfg`, with files under `paths`.
+    ///
+    /// # Errors
+    /// When the spool, dead-letter or local-store directory cannot be opened.
+    pub fn start(
+        cfg: &CaptureConfig,
+        paths: &CapturePaths,
+        instance: &str,
+    ) -> std::io::Result<Self> {
+        if !cfg.enabled {
+            let (stop, _) = watch::channel(false);
+            return Ok(CaptureHandle {
+                tx: CaptureTx::disabled(instance),
+                stop,
+                task: None,
+                metrics: Arc::default(),
+            });
+        }
+        let metrics = Arc::new(CaptureMetrics::default());
+        let redactor = Arc::new(Redactor::new(
+            cfg.secret_headers
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
+        ));
+        let spool = Arc::new(Mutex::new(Segments::open(&paths.spool)?));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (feed, _) = broadcast::channel(cfg.feed_capacity.max(1));
+        let inner = Arc::new(TxInner {
+            tx: Some(tx),
+            limit: cfg.queue_max_bytes as u64,
+            max_body: cfg.max_body_bytes,
+            instance: instance.to_string(),
+            metrics: metrics.clone(),
+            redactor: redactor.clone(),
+            spool: Some(spool.clone()),
+            feed,
+            warned_drop: AtomicBool::new(false),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let pipeline = pipeline::Pipeline::new(cfg, paths, inner.clone(), rx, spool)?;
+        let task = tokio::spawn(pipeline.run(stop_rx));
+        Ok(CaptureHandle {
+            tx: CaptureTx(inner),
+            stop,
+            task: Some(task),
+            metrics,
+        })
+    }
+
+    /// The proxy's sender.
+    pub fn tx(&self) -> CaptureTx {
+        self.tx.clone()
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> Arc<CaptureMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Subscribes to the live feed of redacted records. A subscriber that
+    /// falls behind gets `RecvError::Lagged(n)`: it lost `n` records, the
+    /// proxy lost no time.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CaptureRecord>> {
+        self.tx.0.feed.subscribe()
+    }
+
+    /// Stops the pipeline: what is queued is stored, or spooled when the
+    /// sink does not answer, before this returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A monotonic counter shared by tests and benches to wait on progress.
+pub fn load(c: &AtomicU64) -> u64 {
+    c.load(Relaxed)
+}

@@ -1,0 +1,307 @@
+//! The pipeline task: queue → redacted records → batches → sink, with the
+//! spool taking over while the sink is down or slow, and replaying when it
+//! answers again (also after a restart: the spool is on disk).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::{CapturePaths, Queued, TxInner};
+use crate::config::CaptureConfig;
+use crate::store::clickhouse::ClickHouseWriter;
+use crate::store::local::LocalStore;
+use crate::store::segments::{self, Segments};
+use crate::store::{CaptureRecord, SinkError};
+
+/// Where batches go.
+enum Sink {
+    ClickHouse(Box<ClickHouseWriter>),
+    Local(Arc<Mutex<LocalStore>>),
+}
+
+impl Sink {
+    fn name(&self) -> &'static str {
+        match self {
+            Sink::ClickHouse(_) => "ClickHouse",
+            Sink::Local(_) => "local store",
+        }
+    }
+
+    async fn write(&mut self, rows: &[Arc<CaptureRecord>]) -> Result<(), SinkError> {
+        match self {
+            Sink::ClickHouse(w) => w.insert(rows).await,
+            Sink::Local(store) => {
+                let store = store.clone();
+                let rows = rows.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    store
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .append(&rows)
+                })
+                .await
+                .map_err(|e| SinkError::Retryable(e.to_string()))?
+                .map_err(|e| SinkError::Retryable(format!("local store: {e}")))
+            }
+        }
+    }
+}
+
+/// Segments replayed per tick at most, so replay never starves the queue.
+const REPLAY_SEGMENTS_PER_TICK: usize = 4;
+
+pub(super) struct Pipeline {
+    inner: Arc<TxInner>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    spool: Arc<Mutex<Segments>>,
+    dead: Arc<Mutex<Segments>>,
+    sink: Sink,
+    batch: Vec<Arc<CaptureRecord>>,
+    batch_bytes: usize,
+    cfg: CaptureConfig,
+    backoff: Duration,
+    down_until: Option<Instant>,
+}
+
+impl Pipeline {
+    pub(super) fn new(
+        cfg: &CaptureConfig,
+        paths: &CapturePaths,
+        inner: Arc<TxInner>,
+        rx: mpsc::UnboundedReceiver<Queued>,
+        spool: Arc<Mutex<Segments>>,
+    ) -> std::io::Result<Self> {
+        let sink = match &cfg.clickhouse {
+            Some(ch) => Sink::ClickHouse(Box::new(ClickHouseWriter::new(ch))),
+            None => Sink::Local(Arc::new(Mutex::new(LocalStore::open(
+                &paths.local,
+                cfg.local,
+            )?))),
+        };
+        Ok(Pipeline {
+            inner,
+            rx,
+            spool,
+            dead: Arc::new(Mutex::new(Segments::open(&paths.dead_letter)?)),
+            sink,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            cfg: cfg.clone(),
+            backoff: cfg.retry_initial_backoff,
+            down_until: None,
+        })
+    }
+
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(sink = self.sink.name(), "capture pipeline started");
+        let mut tick = tokio::time::interval(self.cfg.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                q = self.rx.recv() => match q {
+                    Some(q) => {
+                        self.accept(q);
+                        if self.batch.len() >= self.cfg.batch_max_rows || self.batch_bytes >= self.cfg.batch_max_bytes {
+                            self.flush().await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    self.flush().await;
+                    self.replay().await;
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        // Drain: whatever is queued is stored now, or spooled for later.
+        self.rx.close();
+        while let Ok(q) = self.rx.try_recv() {
+            self.accept(q);
+        }
+        self.flush().await;
+        let spool = self.spool.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            spool.lock().unwrap_or_else(|p| p.into_inner()).seal()
+        })
+        .await;
+        tracing::info!(
+            inserted = self.inner.metrics.inserted.load(Relaxed),
+            spooled = self.inner.metrics.spooled.load(Relaxed),
+            "capture pipeline stopped"
+        );
+    }
+
+    fn accept(&mut self, q: Queued) {
+        self.inner
+            .metrics
+            .queue_bytes
+            .fetch_sub(q.weight as u64, Relaxed);
+        let record = Arc::new(q.raw.into_record(&self.inner.redactor));
+        // NB: broadcast::send never waits; a slow subscriber lags on its own.
+        let _ = self.inner.feed.send(record.clone());
+        self.batch_bytes += q.weight;
+        self.batch.push(record);
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_down(&mut self, err: &SinkError) {
+        self.inner.metrics.insert_failures.fetch_add(1, Relaxed);
+        let was_up = self.down_until.is_none();
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        self.down_until = Some(Instant::now() + self.backoff.mul_f64(jitter));
+        if was_up {
+            tracing::warn!(sink = self.sink.name(), error = %err, "capture store unavailable: spooling records to disk until it answers");
+        } else {
+            tracing::debug!(sink = self.sink.name(), error = %err, retry_in = ?self.backoff, "capture store still unavailable");
+        }
+        self.backoff = (self.backoff * 2).min(self.cfg.retry_max_backoff);
+    }
+
+    fn mark_up(&mut self) {
+        if self.down_until.take().is_some() {
+            tracing::info!(
+                sink = self.sink.name(),
+                "capture store answers again: replaying the spool"
+            );
+        }
+        self.backoff = self.cfg.retry_initial_backoff;
+    }
+
+    /// Writes `rows` with the insert timeout.
+    async fn write(&mut self, rows: &[Arc<CaptureRecord>]) -> Result<(), SinkError> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.cfg.insert_timeout, self.sink.write(rows)).await {
+            Ok(Ok(())) => {
+                self.inner.metrics.observe_insert(started.elapsed());
+                self.mark_up();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SinkError::Retryable(format!(
+                "insert timed out after {:?}",
+                self.cfg.insert_timeout
+            ))),
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if self.is_down() {
+            return self.spool(batch).await;
+        }
+        match self.write(&batch).await {
+            Ok(()) => {
+                self.inner
+                    .metrics
+                    .inserted
+                    .fetch_add(batch.len() as u64, Relaxed);
+            }
+            Err(SinkError::BadData(e)) => self.dead_letter(batch, &e).await,
+            Err(e) => {
+                self.mark_down(&e);
+                self.spool(batch).await;
+            }
+        }
+    }
+
+    async fn spool(&mut self, batch: Vec<Arc<CaptureRecord>>) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.spool_records(&batch)).await;
+    }
+
+    async fn dead_letter(&mut self, batch: Vec<Arc<CaptureRecord>>, why: &str) {
+        let n = batch.len() as u64;
+        tracing::error!(records = n, error = %why, dir = %self.cfg_dead_dir(), "capture store refused a batch as bad data: kept in the dead-letter directory");
+        let dead = self.dead.clone();
+        let metrics = self.inner.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let payloads: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|r| serde_json::to_vec(&**r).expect("records serialize"))
+                .collect();
+            let mut d = dead.lock().unwrap_or_else(|p| p.into_inner());
+            match d
+                .append(payloads.iter().map(Vec::as_slice))
+                .and_then(|_| d.seal())
+            {
+                Ok(()) => metrics.dead_lettered.fetch_add(n, Relaxed),
+                Err(_) => metrics.dropped.fetch_add(n, Relaxed),
+            }
+        })
+        .await;
+    }
+
+    fn cfg_dead_dir(&self) -> String {
+        self.dead
+            .lock()
+            .map(|d| d.dir().display().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Replays the oldest spool segments while the sink answers.
+    async fn replay(&mut self) {
+        if self.is_down() {
+            return;
+        }
+        let spool = self.spool.clone();
+        let sealed = tokio::task::spawn_blocking(move || {
+            let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
+            if s.open_segment().is_some_and(|(_, bytes, _)| bytes > 0) {
+                s.seal()?;
+            }
+            s.sealed()
+        })
+        .await;
+        let Ok(Ok(sealed)) = sealed else { return };
+        for seg in sealed.into_iter().take(REPLAY_SEGMENTS_PER_TICK) {
+            let path = seg.path.clone();
+            let Ok(Ok(read)) = tokio::task::spawn_blocking(move || segments::read(&path)).await
+            else {
+                tracing::error!(segment = %seg.path.display(), "cannot read spool segment");
+                return;
+            };
+            if read.corrupt_tail {
+                tracing::warn!(segment = %seg.path.display(), kept = read.records.len(), "spool segment ends in a torn or corrupt record (crash mid-write?): replaying what precedes it");
+            }
+            let records: Vec<Arc<CaptureRecord>> = read
+                .records
+                .iter()
+                .filter_map(|p| serde_json::from_slice(p).ok().map(Arc::new))
+                .collect();
+            for chunk in records.chunks(self.cfg.batch_max_rows) {
+                match self.write(chunk).await {
+                    Ok(()) => {
+                        self.inner
+                            .metrics
+                            .replayed
+                            .fetch_add(chunk.len() as u64, Relaxed);
+                    }
+                    Err(SinkError::BadData(e)) => self.dead_letter(chunk.to_vec(), &e).await,
+                    Err(e) => {
+                        // NB: chunks already written will be written again on the
+                        // next replay; the table collapses the duplicates by id.
+                        self.mark_down(&e);
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = std::fs::remove_file(&seg.path) {
+                tracing::error!(segment = %seg.path.display(), error = %e, "cannot remove replayed spool segment");
+                return;
+            }
+            tracing::debug!(segment = %seg.path.display(), records = records.len(), "spool segment replayed");
+        }
+    }
+}

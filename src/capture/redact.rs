@@ -1,0 +1,132 @@
+//! Redaction, applied before a record is stored, tailed or shown.
+//!
+//! * Headers: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`
+//!   and any header configured as secret keep their name; the value becomes
+//!   [`REDACTED`].
+//! * BIND and FETCH_BINDING responses: the `credentials` object keeps its
+//!   keys, every value becomes [`REDACTED`]. A response that cannot be parsed
+//!   (not JSON, or cut at the cap) could hold credentials anywhere, so its
+//!   body is replaced whole.
+//! * `parameters` in request and response bodies, when the route asks for it.
+
+use http::header::{self, HeaderMap, HeaderName};
+use serde_json::Value;
+
+use super::record::BodyData;
+use crate::osb::Operation;
+
+/// The marker that replaces a secret value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Redaction settings.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secret_headers: Vec<HeaderName>,
+}
+
+fn always_secret(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::COOKIE
+        || name == header::SET_COOKIE
+}
+
+fn mask_values(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for val in m.values_mut() {
+                *val = Value::String(REDACTED.into());
+            }
+        }
+        other => *other = Value::String(REDACTED.into()),
+    }
+}
+
+impl Redactor {
+    /// Redacts the always-secret headers plus `secret_headers`.
+    pub fn new(secret_headers: Vec<HeaderName>) -> Self {
+        Redactor { secret_headers }
+    }
+
+    /// Headers as (name, value) pairs with secrets masked.
+    pub fn headers(&self, h: &HeaderMap) -> Vec<(String, String)> {
+        h.iter()
+            .map(|(k, v)| {
+                let value = if always_secret(k) || self.secret_headers.contains(k) {
+                    REDACTED.to_string()
+                } else {
+                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                };
+                (k.as_str().to_string(), value)
+            })
+            .collect()
+    }
+
+    /// The request body to store.
+    pub fn request_body(
+        &self,
+        op: Operation,
+        redact_parameters: bool,
+        body: &BodyData,
+        json: Option<Value>,
+    ) -> String {
+        let touches_parameters = matches!(
+            op,
+            Operation::ProvisionInstance | Operation::UpdateInstance | Operation::Bind
+        );
+        if redact_parameters && touches_parameters {
+            return match json {
+                Some(mut v) => {
+                    if let Some(p) = v.get_mut("parameters") {
+                        mask_values(p);
+                    }
+                    v.to_string()
+                }
+                None if body.bytes.is_empty() => String::new(),
+                None => unparseable(body),
+            };
+        }
+        String::from_utf8_lossy(&body.bytes).into_owned()
+    }
+
+    /// The response body to store.
+    pub fn response_body(
+        &self,
+        op: Operation,
+        redact_parameters: bool,
+        body: &BodyData,
+        json: Option<Value>,
+    ) -> String {
+        let has_credentials = matches!(op, Operation::Bind | Operation::FetchBinding);
+        let has_parameters =
+            redact_parameters && matches!(op, Operation::FetchInstance | Operation::FetchBinding);
+        if !has_credentials && !has_parameters {
+            return String::from_utf8_lossy(&body.bytes).into_owned();
+        }
+        match json {
+            Some(mut v) => {
+                if has_credentials {
+                    if let Some(c) = v.get_mut("credentials") {
+                        mask_values(c);
+                    }
+                }
+                if has_parameters {
+                    if let Some(p) = v.get_mut("parameters") {
+                        mask_values(p);
+                    }
+                }
+                v.to_string()
+            }
+            None if body.bytes.is_empty() => String::new(),
+            None => unparseable(body),
+        }
+    }
+}
+
+fn unparseable(body: &BodyData) -> String {
+    format!(
+        "{REDACTED} body not stored: it may hold secrets and could not be parsed as JSON{} ({} bytes)",
+        if body.truncated { " (cut at the capture cap)" } else { "" },
+        body.size
+    )
+}

@@ -1,0 +1,96 @@
+//! The embedded local store: capture records as JSON in segment files under
+//! the data directory, for a gateway without ClickHouse (the default set-up).
+//! Segments rotate by size and age; the oldest are deleted when the store
+//! grows past its byte budget.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::segments::{self, Segments};
+use super::CaptureRecord;
+use crate::config::LocalStoreConfig;
+
+/// An append-only local store of capture records.
+pub struct LocalStore {
+    segs: Segments,
+    cfg: LocalStoreConfig,
+}
+
+impl LocalStore {
+    /// Opens (creating) the store in `dir`.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or listed.
+    pub fn open(dir: &Path, cfg: LocalStoreConfig) -> io::Result<Self> {
+        Ok(LocalStore {
+            segs: Segments::open(dir)?,
+            cfg,
+        })
+    }
+
+    /// Appends records, rotating and trimming as configured.
+    ///
+    /// # Errors
+    /// I/O errors; nothing is lost by the caller, which spools the batch.
+    pub fn append(&mut self, records: &[Arc<CaptureRecord>]) -> io::Result<()> {
+        if let Some((_, bytes, opened)) = self.segs.open_segment() {
+            let old = opened
+                .elapsed()
+                .map(|a| a >= self.cfg.segment_age)
+                .unwrap_or(false);
+            if bytes >= self.cfg.segment_bytes || old {
+                self.segs.seal()?;
+            }
+        }
+        let payloads: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| serde_json::to_vec(&**r).expect("records serialize"))
+            .collect();
+        self.segs.append(payloads.iter().map(Vec::as_slice))?;
+        self.trim()
+    }
+
+    fn trim(&mut self) -> io::Result<()> {
+        let all = self.segs.all()?;
+        let mut total: u64 = all.iter().map(|s| s.bytes).sum();
+        for s in all.iter().take(all.len().saturating_sub(1)) {
+            if total <= self.cfg.max_bytes {
+                break;
+            }
+            std::fs::remove_file(&s.path)?;
+            total -= s.bytes;
+            tracing::info!(segment = %s.path.display(), bytes = s.bytes, "local capture store over its size budget: oldest segment deleted");
+        }
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        self.segs.dir()
+    }
+}
+
+/// Every readable record in a local store directory, oldest first.
+///
+/// # Errors
+/// When the directory or a segment cannot be read.
+pub fn read_all(dir: &Path) -> io::Result<Vec<CaptureRecord>> {
+    let mut out = Vec::new();
+    for s in segments::list(dir)? {
+        for payload in segments::read(&s.path)?.records {
+            if let Ok(r) = serde_json::from_slice(&payload) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The segment files of a local store, oldest first.
+///
+/// # Errors
+/// When the directory cannot be listed.
+pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(segments::list(dir)?.into_iter().map(|s| s.path).collect())
+}

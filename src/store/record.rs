@@ -1,0 +1,85 @@
+//! [`CaptureRecord`]: one exchange, redacted: what is stored, tailed and searched.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One exchange, redacted: what is stored, tailed and searched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureRecord {
+    /// Unique id.
+    pub id: Uuid,
+    /// Arrival time, microseconds since the Unix epoch.
+    pub received_at_us: i64,
+    /// Total duration, microseconds.
+    pub duration_us: u64,
+    /// Time to the broker's response headers, microseconds (0: none).
+    pub ttfb_us: u64,
+    /// Gateway instance.
+    pub gateway: String,
+    /// Platform id (empty when unauthenticated).
+    pub platform: String,
+    /// Location from the URL.
+    pub location: String,
+    /// Broker id from the URL.
+    pub broker: String,
+    /// Upstream URL called (empty when none).
+    pub upstream_url: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path as received.
+    pub path: String,
+    /// Query string.
+    pub query: String,
+    /// `FETCH_CATALOG`, `PROVISION_INSTANCE`, ...
+    pub operation: String,
+    /// Service id (body or query).
+    pub service_id: String,
+    /// Plan id (body or query).
+    pub plan_id: String,
+    /// Service name from the catalog (filled by the catalog cache; empty until then).
+    pub service_name: String,
+    /// Plan name from the catalog (idem).
+    pub plan_name: String,
+    /// Instance id (path, percent-decoded).
+    pub instance_id: String,
+    /// Binding id (path, percent-decoded).
+    pub binding_id: String,
+    /// `accepts_incomplete=true` in the query.
+    pub accepts_incomplete: bool,
+    /// Broker-provided `operation` (202 body, or the poll's query).
+    pub broker_operation: String,
+    /// Polled `state` (`in progress`, `succeeded`, `failed`).
+    pub state: String,
+    /// Broker's `description` in a poll answer or error body.
+    pub description: String,
+    /// `X-Broker-API-Version`.
+    pub api_version: String,
+    /// Platform named in `X-Broker-API-Originating-Identity`.
+    pub originating_platform: String,
+    /// Its decoded value (JSON text).
+    pub originating_user: String,
+    /// `X-Broker-API-Request-Identity`.
+    pub request_id: String,
+    /// Status sent to the platform (0: none).
+    pub status: u16,
+    /// `ok`, `broker_error`, `rejected`, `upstream_error`, `timeout`, `aborted`.
+    pub outcome: String,
+    /// Error cause, when any.
+    pub error: String,
+    /// Request headers, redacted.
+    pub request_headers: Vec<(String, String)>,
+    /// Response headers, redacted.
+    pub response_headers: Vec<(String, String)>,
+    /// Request body (up to the cap), redacted.
+    pub request_body: String,
+    /// Full request body size.
+    pub request_body_size: u64,
+    /// Request body cut at the cap.
+    pub request_body_truncated: bool,
+    /// Response body (up to the cap), redacted.
+    pub response_body: String,
+    /// Full response body size.
+    pub response_body_size: u64,
+    /// Response body cut at the cap.
+    pub response_body_truncated: bool,
+}
