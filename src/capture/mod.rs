@@ -224,8 +224,8 @@ impl CaptureHandle {
             warned_drop: AtomicBool::new(false),
         });
         let (stop, stop_rx) = watch::channel(false);
-        let pipeline = pipeline::Pipeline::new(cfg, paths, inner.clone(), rx, spool)?;
-        let task = tokio::spawn(pipeline.run(stop_rx));
+        let pipeline = pipeline::Pipeline::new(cfg, paths, inner.clone(), rx, spool, stop_rx)?;
+        let task = tokio::spawn(pipeline.run());
         Ok(CaptureHandle {
             tx: CaptureTx(inner),
             stop,

@@ -65,7 +65,12 @@ pub(super) struct Pipeline {
     cfg: CaptureConfig,
     backoff: Duration,
     down_until: Option<Instant>,
+    stop: watch::Receiver<bool>,
+    stopping: bool,
 }
+
+/// Longest the final flush on shutdown may take before its batch is spooled.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Pipeline {
     pub(super) fn new(
@@ -74,6 +79,7 @@ impl Pipeline {
         inner: Arc<TxInner>,
         rx: mpsc::UnboundedReceiver<Queued>,
         spool: Arc<Mutex<Segments>>,
+        stop: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         let sink = match &cfg.clickhouse {
             Some(ch) => Sink::ClickHouse(Box::new(ClickHouseWriter::new(ch))),
@@ -93,10 +99,13 @@ impl Pipeline {
             cfg: cfg.clone(),
             backoff: cfg.retry_initial_backoff,
             down_until: None,
+            stop,
+            stopping: false,
         })
     }
 
-    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(super) async fn run(mut self) {
+        let mut stop = self.stop.clone();
         tracing::info!(sink = self.sink.name(), "capture pipeline started");
         let mut tick = tokio::time::interval(self.cfg.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,6 +128,7 @@ impl Pipeline {
             }
         }
         // Drain: whatever is queued is stored now, or spooled for later.
+        self.stopping = true;
         self.rx.close();
         while let Ok(q) = self.rx.try_recv() {
             self.accept(q);
@@ -175,10 +185,34 @@ impl Pipeline {
         self.backoff = self.cfg.retry_initial_backoff;
     }
 
-    /// Writes `rows` with the insert timeout.
+    /// Writes `rows` with the insert timeout. A shutdown request abandons
+    /// the write (the caller spools the rows; if the store had committed
+    /// them, the replay's duplicates collapse by id); the final flush gets a
+    /// short timeout of its own.
     async fn write(&mut self, rows: &[Arc<CaptureRecord>]) -> Result<(), SinkError> {
         let started = Instant::now();
-        match tokio::time::timeout(self.cfg.insert_timeout, self.sink.write(rows)).await {
+        let limit = if self.stopping {
+            self.cfg.insert_timeout.min(FINAL_FLUSH_TIMEOUT)
+        } else {
+            self.cfg.insert_timeout
+        };
+        let mut stop = self.stop.clone();
+        let stopping = self.stopping;
+        let aborted = async move {
+            if stopping {
+                std::future::pending::<()>().await;
+            }
+            let _ = stop.wait_for(|s| *s).await.map(|_| ());
+        };
+        let attempt = tokio::select! {
+            r = tokio::time::timeout(limit, self.sink.write(rows)) => Some(r),
+            _ = aborted => None,
+        };
+        let Some(attempt) = attempt else {
+            self.stopping = true;
+            return Err(SinkError::Retryable("shutting down".into()));
+        };
+        match attempt {
             Ok(Ok(())) => {
                 self.inner.metrics.observe_insert(started.elapsed());
                 self.mark_up();
@@ -210,7 +244,9 @@ impl Pipeline {
             }
             Err(SinkError::BadData(e)) => self.dead_letter(batch, &e).await,
             Err(e) => {
-                self.mark_down(&e);
+                if !self.stopping {
+                    self.mark_down(&e);
+                }
                 self.spool(batch).await;
             }
         }

@@ -283,7 +283,9 @@ impl ClickHouseWriter {
         let result = async {
             let mut ins = self
                 .client
-                .insert::<ExchangeRow<'_>>(&self.qualified_table())
+                // NB: `insert()` would quote "db.table" as one identifier;
+                // both names are validated as [A-Za-z0-9_] by the config.
+                .insert_unescaped::<ExchangeRow<'_>>(&self.qualified_table())
                 .await?;
             for r in rows {
                 ins.write(&ExchangeRow::from(&**r)).await?;

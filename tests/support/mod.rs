@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod clickhouse;
 pub mod client;
 pub mod gateway;
 pub mod tls;
@@ -17,5 +18,23 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T
     match tokio::time::timeout(Duration::from_secs(secs), fut).await {
         Ok(v) => v,
         Err(_) => panic!("{what}: no result within {secs}s"),
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true; fails after `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: not true within {secs}s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,908 @@
+//! Communication logs end to end: one record per exchange for every outcome,
+//! redaction of every stored byte, the embedded store, and a real
+//! ClickHouse (18.16 from Debian) with outages, restarts and a blocked sink.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::Request;
+use http_body_util::BodyExt;
+use osb_gateway::capture::CaptureRecord;
+use osb_gateway::store::local;
+use support::broker::{answer, full, Broker, Handler};
+use support::clickhouse::ClickHouse;
+use support::client::{self, basic, get, platform};
+use support::gateway::{Options, TestGateway, BROKER_PW, PLATFORM_PW};
+use support::{eventually, within};
+use tokio::io::AsyncWriteExt;
+
+const PLATFORMS: &str = r#"
+locations = ["eu"]
+
+[[platforms]]
+id = "cf-eu"
+customer = "acme"
+username = "cf-eu"
+password_hash = "{HASH}"
+locations = ["eu"]
+"#;
+
+fn registry(brokers: &[(&str, &str, bool)]) -> String {
+    let mut r = PLATFORMS.to_string();
+    for (id, url, redact) in brokers {
+        r.push_str(&format!(
+            "\n[[brokers]]\nid = \"{id}\"\nowner = \"acme\"\nredact_parameters = {redact}\n[brokers.private]\nendpoint = \"{url}\"\nusername = \"u\"\npassword = \"env:BROKER_PW\"\ndevelopment_mode = true\nresponse_timeout = \"500ms\"\n"
+        ));
+    }
+    r
+}
+
+/// Capture settings for tests: fast flushes and retries.
+fn capture_tables(extra: &str) -> String {
+    format!("\n[capture]\nflush_interval = \"100ms\"\nretry_initial_backoff = \"100ms\"\nretry_max_backoff = \"400ms\"\ninsert_timeout = \"3s\"\nsecret_headers = [\"x-api-key\"]\n{extra}")
+}
+
+fn with_clickhouse(ch_url: &str, extra: &str) -> String {
+    capture_tables(&format!("{extra}\n[capture.clickhouse]\nurl = \"{ch_url}\"\ndatabase = \"osb_test\"\ntable = \"exchanges\"\n"))
+}
+
+/// Records in the gateway's local store (after shutdown has drained it).
+fn stored(gw: &TestGateway) -> Vec<CaptureRecord> {
+    local::read_all(&gw.path("data/captures")).unwrap()
+}
+
+/// A broker that answers like a real one for every OSB operation.
+fn osb_broker() -> Handler {
+    Arc::new(|req| {
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let method = req.method().clone();
+            let _ = req.into_body().collect().await;
+            match (method.as_str(), path.as_str()) {
+                ("PUT", p) if p.contains("service_bindings") => full(
+                    201,
+                    r#"{"credentials":{"username":"app-user","password":"bind-secret-Y7"},"endpoints":[]}"#,
+                ),
+                ("GET", p) if p.ends_with("last_operation") => {
+                    full(200, r#"{"state":"failed","description":"quota exceeded"}"#)
+                }
+                ("GET", p) if p.contains("service_bindings") => {
+                    full(200, r#"{"credentials":{"password":"bind-secret-Y7"}}"#)
+                }
+                ("GET", "/v2/catalog") => full(200, r#"{"services":[]}"#),
+                ("PUT", _) => full(202, r#"{"operation":"prov-op-1"}"#),
+                ("PATCH", _) => full(
+                    422,
+                    r#"{"error":"MaintenanceInfoConflict","description":"no"}"#,
+                ),
+                ("GET", _) => full(
+                    200,
+                    r#"{"service_id":"svc","plan_id":"small","parameters":{"admin_password":"param-secret-Q2"}}"#,
+                ),
+                ("DELETE", _) => full(200, "{}"),
+                _ => full(404, "{}"),
+            }
+        })
+    })
+}
+
+async fn send(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> u16 {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(gw.url(path))
+        .header("authorization", platform("cf-eu"))
+        .header("x-broker-api-version", "2.17")
+        .header("content-type", "application/json");
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    let resp = client::plain()
+        .request(b.body(client::bytes(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+#[tokio::test]
+async fn every_operation_is_classified_with_ids_from_path_query_and_body() {
+    let b = Broker::http(osb_broker()).await;
+    let mut gw = TestGateway::start(
+        &registry(&[("pg", &b.url(""), false)]),
+        Options {
+            tables: capture_tables(""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = "/private/pg/v2";
+    let identity = (
+        "x-broker-api-originating-identity",
+        "cloudfoundry eyJ1c2VyX2lkIjoidTEifQ==",
+    );
+    send(&gw, "GET", &format!("{base}/catalog"), "", &[]).await;
+    send(
+        &gw,
+        "PUT",
+        &format!("{base}/service_instances/inst%201?accepts_incomplete=true"),
+        r#"{"service_id":"svc","plan_id":"small"}"#,
+        &[identity],
+    )
+    .await;
+    send(
+        &gw,
+        "GET",
+        &format!(
+            "{base}/service_instances/inst%201/last_operation?operation=prov-op-1&plan_id=small"
+        ),
+        "",
+        &[],
+    )
+    .await;
+    send(
+        &gw,
+        "GET",
+        &format!("{base}/service_instances/inst%201"),
+        "",
+        &[],
+    )
+    .await;
+    send(
+        &gw,
+        "PATCH",
+        &format!("{base}/service_instances/inst%201"),
+        r#"{"service_id":"svc","plan_id":"large","previous_values":{"plan_id":"small"}}"#,
+        &[],
+    )
+    .await;
+    send(
+        &gw,
+        "PUT",
+        &format!("{base}/service_instances/inst%201/service_bindings/b1"),
+        r#"{"service_id":"svc","plan_id":"small"}"#,
+        &[],
+    )
+    .await;
+    send(
+        &gw,
+        "GET",
+        &format!("{base}/service_instances/inst%201/service_bindings/b1"),
+        "",
+        &[],
+    )
+    .await;
+    send(
+        &gw,
+        "GET",
+        &format!("{base}/service_instances/inst%201/service_bindings/b1/last_operation"),
+        "",
+        &[],
+    )
+    .await;
+    send(
+        &gw,
+        "DELETE",
+        &format!(
+            "{base}/service_instances/inst%201/service_bindings/b1?service_id=svc&plan_id=small"
+        ),
+        "",
+        &[],
+    )
+    .await;
+    send(&gw, "DELETE", &format!("{base}/service_instances/inst%201?service_id=svc&plan_id=small&accepts_incomplete=true"), "", &[]).await;
+    send(
+        &gw,
+        "POST",
+        &format!("{base}/service_instances/inst%201/service_bindings/b1/adapt_credentials"),
+        "{}",
+        &[],
+    )
+    .await;
+    gw.shutdown().await;
+
+    let recs = stored(&gw);
+    let got: Vec<(&str, &str, &str, &str, &str)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r.operation.as_str(),
+                r.instance_id.as_str(),
+                r.binding_id.as_str(),
+                r.service_id.as_str(),
+                r.plan_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("FETCH_CATALOG", "", "", "", ""),
+            ("PROVISION_INSTANCE", "inst 1", "", "svc", "small"),
+            ("POLL_INSTANCE_LAST_OPERATION", "inst 1", "", "", "small"),
+            ("FETCH_INSTANCE", "inst 1", "", "", ""),
+            ("UPDATE_INSTANCE", "inst 1", "", "svc", "large"),
+            ("BIND", "inst 1", "b1", "svc", "small"),
+            ("FETCH_BINDING", "inst 1", "b1", "", ""),
+            ("POLL_BINDING_LAST_OPERATION", "inst 1", "b1", "", ""),
+            ("UNBIND", "inst 1", "b1", "svc", "small"),
+            ("DEPROVISION_INSTANCE", "inst 1", "", "svc", "small"),
+            ("OTHER", "inst 1", "b1", "", ""),
+        ]
+    );
+    let prov = &recs[1];
+    assert!(prov.accepts_incomplete);
+    assert_eq!(
+        (prov.status, prov.broker_operation.as_str()),
+        (202, "prov-op-1")
+    );
+    assert_eq!(
+        (
+            prov.originating_platform.as_str(),
+            prov.originating_user.as_str()
+        ),
+        ("cloudfoundry", r#"{"user_id":"u1"}"#)
+    );
+    assert_eq!(
+        (
+            prov.api_version.as_str(),
+            prov.platform.as_str(),
+            prov.location.as_str(),
+            prov.broker.as_str()
+        ),
+        ("2.17", "cf-eu", "private", "pg")
+    );
+    assert_eq!(
+        prov.upstream_url,
+        format!(
+            "{}/v2/service_instances/inst%201?accepts_incomplete=true",
+            b.url("")
+        )
+    );
+    assert!(prov.request_body.contains("\"plan_id\":\"small\"") && prov.request_body_size > 0);
+    assert!(prov.ttfb_us > 0 && prov.duration_us >= prov.ttfb_us);
+    let poll = &recs[2];
+    assert_eq!(
+        (
+            poll.state.as_str(),
+            poll.broker_operation.as_str(),
+            poll.description.as_str()
+        ),
+        ("failed", "prov-op-1", "quota exceeded")
+    );
+    assert_eq!(
+        (recs[4].status, recs[4].outcome.as_str()),
+        (422, "broker_error")
+    );
+    let ids: HashSet<_> = recs.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), recs.len(), "unique ids");
+}
+
+#[tokio::test]
+async fn one_record_per_exchange_for_every_outcome() {
+    let b = Broker::http(osb_broker()).await;
+    let (arrived_tx, mut arrived_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let arrived_tx = Arc::new(arrived_tx);
+    let slow_reader: Handler = Arc::new(move |req| {
+        let tx = arrived_tx.clone();
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let _ = body.frame().await;
+            let _ = tx.send(()).await;
+            while let Some(Ok(_)) = body.frame().await {}
+            full(200, "{}")
+        })
+    });
+    let upload = Broker::http(slow_reader).await;
+    let sleepy: Handler = Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            full(200, "{}")
+        })
+    });
+    let slow = Broker::http(sleepy).await;
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let reg = registry(&[
+        ("pg", &b.url(""), false),
+        ("upload", &upload.url(""), false),
+        ("slow", &slow.url(""), false),
+        ("gone", &format!("http://127.0.0.1:{dead_port}"), false),
+    ]);
+    let mut gw = TestGateway::start(
+        &reg,
+        Options {
+            tables: capture_tables(""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
+        200
+    );
+    assert_eq!(
+        send(
+            &gw,
+            "PATCH",
+            "/private/pg/v2/service_instances/i",
+            "{}",
+            &[]
+        )
+        .await,
+        422
+    );
+    assert_eq!(
+        get(
+            &gw.url("/private/pg/v2/catalog"),
+            Some(basic("cf-eu", "nope"))
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(send(&gw, "GET", "/eu/pg/v2/catalog", "", &[]).await, 404);
+    assert_eq!(
+        send(&gw, "GET", "/private/gone/v2/catalog", "", &[]).await,
+        502
+    );
+    assert_eq!(
+        send(&gw, "GET", "/private/slow/v2/catalog", "", &[]).await,
+        504
+    );
+    // A platform that hangs up mid-upload.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let auth = platform("cf-eu");
+    let head = format!(
+        "PUT /private/upload/v2/service_instances/up HTTP/1.1\r\nhost: gw\r\nauthorization: {}\r\ncontent-length: 1000000\r\n\r\n",
+        auth.to_str().unwrap()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b'x'; 4096]).await.unwrap();
+    within(10, "upload reaches the broker", arrived_rx.recv()).await;
+    drop(s);
+
+    let metrics = gw.handle.as_ref().unwrap().capture.metrics();
+    eventually(10, "7 records captured", || {
+        let m = metrics.clone();
+        async move { osb_gateway::capture::load(&m.captured) == 7 }
+    })
+    .await;
+    gw.shutdown().await;
+    let recs = stored(&gw);
+    let mut got: Vec<(u16, &str)> = recs
+        .iter()
+        .map(|r| (r.status, r.outcome.as_str()))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (200, "ok"),
+        (422, "broker_error"),
+        (401, "rejected"),
+        (404, "rejected"),
+        (502, "upstream_error"),
+        (504, "timeout"),
+    ];
+    let aborted: Vec<_> = recs.iter().filter(|r| r.outcome == "aborted").collect();
+    assert_eq!(aborted.len(), 1, "{got:?}");
+    assert_eq!(aborted[0].broker, "upload");
+    assert!(
+        aborted[0].request_body_size >= 4096,
+        "{:?}",
+        aborted[0].request_body_size
+    );
+    want.push((aborted[0].status, "aborted"));
+    want.sort();
+    assert_eq!(got, want);
+    let rejected = recs.iter().find(|r| r.status == 401).unwrap();
+    assert!(rejected.response_body.contains("Unauthorized") && rejected.platform.is_empty());
+    let timeout = recs.iter().find(|r| r.status == 504).unwrap();
+    assert!(timeout.error.contains("\"slow\""), "{}", timeout.error);
+}
+
+#[tokio::test]
+async fn bodies_past_the_cap_are_forwarded_whole_and_recorded_truncated() {
+    let echo: Handler = Arc::new(|req| {
+        Box::pin(async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            full(200, body)
+        })
+    });
+    let b = Broker::http(echo).await;
+    let mut gw = TestGateway::start(
+        &registry(&[("pg", &b.url(""), false)]),
+        Options {
+            tables: capture_tables("max_body_bytes = 1000\n"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let big = "y".repeat(5000);
+    let req = Request::put(gw.url("/private/pg/v2/service_instances/i"))
+        .header("authorization", platform("cf-eu"))
+        .body(client::bytes(big.clone()))
+        .unwrap();
+    let r = client::collect(client::plain().request(req).await.unwrap()).await;
+    assert_eq!(r.body.len(), 5000, "the platform gets the whole body");
+    gw.shutdown().await;
+    let rec = &stored(&gw)[0];
+    assert_eq!(
+        (
+            rec.request_body.len(),
+            rec.request_body_size,
+            rec.request_body_truncated
+        ),
+        (1000, 5000, true)
+    );
+    assert_eq!(
+        (
+            rec.response_body.len(),
+            rec.response_body_size,
+            rec.response_body_truncated
+        ),
+        (1000, 5000, true)
+    );
+}
+
+/// The secrets one exchange sequence uses, in every form they could be stored in.
+fn secrets() -> Vec<String> {
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    vec![
+        PLATFORM_PW.to_string(),
+        b64(format!("cf-eu:{PLATFORM_PW}")),
+        BROKER_PW.to_string(),
+        b64(format!("u:{BROKER_PW}")),
+        "bind-secret-Y7".into(),
+        "param-secret-Q2".into(),
+        "cookie-secret-K1".into(),
+        "header-secret-H5".into(),
+    ]
+}
+
+async fn secret_laden_exchanges(gw: &TestGateway) {
+    let h: &[(&str, &str)] = &[
+        ("cookie", "session=cookie-secret-K1"),
+        ("x-api-key", "header-secret-H5"),
+    ];
+    send(
+        gw,
+        "PUT",
+        "/private/pg/v2/service_instances/i/service_bindings/b",
+        r#"{"service_id":"s","plan_id":"p"}"#,
+        h,
+    )
+    .await;
+    send(
+        gw,
+        "GET",
+        "/private/pg/v2/service_instances/i/service_bindings/b",
+        "",
+        h,
+    )
+    .await;
+    send(
+        gw,
+        "PUT",
+        "/private/secretive/v2/service_instances/j",
+        r#"{"service_id":"s","plan_id":"p","parameters":{"admin_password":"param-secret-Q2"}}"#,
+        h,
+    )
+    .await;
+    send(
+        gw,
+        "GET",
+        "/private/secretive/v2/service_instances/j",
+        "",
+        h,
+    )
+    .await;
+    assert_eq!(
+        get(
+            &gw.url("/private/pg/v2/catalog"),
+            Some(basic("cf-eu", "wrong"))
+        )
+        .await
+        .status,
+        401
+    );
+}
+
+fn assert_no_secret(haystack: &[u8], what: &str) {
+    for s in secrets() {
+        assert!(
+            !haystack.windows(s.len()).any(|w| w == s.as_bytes()),
+            "{s} found in {what}"
+        );
+    }
+}
+
+fn all_bytes_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_bytes_under(&p));
+        } else {
+            out.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_local_store_or_the_live_feed() {
+    let b = Broker::http(osb_broker()).await;
+    let reg = registry(&[("pg", &b.url(""), false), ("secretive", &b.url(""), true)]);
+    let mut gw = TestGateway::start(
+        &reg,
+        Options {
+            tables: capture_tables(""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut feed = gw.handle.as_ref().unwrap().capture.subscribe();
+    secret_laden_exchanges(&gw).await;
+    gw.shutdown().await;
+    let recs = stored(&gw);
+    assert_eq!(recs.len(), 5);
+    let bind = &recs[0];
+    assert!(
+        bind.response_body.contains("\"password\":\"[REDACTED]\""),
+        "keys kept: {}",
+        bind.response_body
+    );
+    let mut fed = Vec::new();
+    while let Ok(r) = feed.try_recv() {
+        fed.extend(serde_json::to_vec(&*r).unwrap());
+    }
+    assert!(!fed.is_empty(), "the live feed saw the records");
+    assert_no_secret(&fed, "the live feed");
+    let disk = all_bytes_under(&gw.path("data"));
+    assert!(disk.len() > 1000);
+    assert_no_secret(&disk, "the data directory");
+}
+
+#[tokio::test]
+async fn no_secret_reaches_clickhouse() {
+    let ch = ClickHouse::start().await;
+    let b = Broker::http(osb_broker()).await;
+    let reg = registry(&[("pg", &b.url(""), false), ("secretive", &b.url(""), true)]);
+    let mut gw = TestGateway::start(
+        &reg,
+        Options {
+            tables: with_clickhouse(&ch.url(), ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    secret_laden_exchanges(&gw).await;
+    gw.shutdown().await;
+    assert_eq!(
+        ch.number("SELECT count() FROM osb_test.exchanges FINAL")
+            .await,
+        5
+    );
+    let dump = ch
+        .query("SELECT * FROM osb_test.exchanges FORMAT TabSeparated")
+        .await;
+    assert!(dump.contains("[REDACTED]"));
+    assert_no_secret(dump.as_bytes(), "ClickHouse");
+    assert_no_secret(&all_bytes_under(&gw.path("data")), "the data directory");
+}
+
+/// Sends `n` catalog requests, `conc` at a time; returns the request ids used.
+async fn load(
+    gw_url: String,
+    n: usize,
+    conc: usize,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<String> {
+    let client = client::plain();
+    let sem = Arc::new(tokio::sync::Semaphore::new(conc));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let (client, url, done) = (client.clone(), gw_url.clone(), done.clone());
+        let rid = format!("load-{i}");
+        tasks.push(tokio::spawn(async move {
+            let req = Request::get(url)
+                .header("authorization", platform("cf-eu"))
+                .header("x-broker-api-request-identity", &rid)
+                .body(client::empty())
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let _ = resp.into_body().collect().await;
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(permit);
+            rid
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids
+}
+
+async fn assert_exactly(ch: &ClickHouse, n: u64) {
+    let ch_ref = &ch;
+    eventually(60, &format!("{n} records in ClickHouse"), || async move {
+        ch_ref
+            .try_number("SELECT count() FROM osb_test.exchanges FINAL")
+            .await
+            .is_some_and(|c| c >= n)
+    })
+    .await;
+    assert_eq!(
+        ch.number("SELECT count() FROM osb_test.exchanges FINAL")
+            .await,
+        n,
+        "no duplicate visible with FINAL"
+    );
+    assert_eq!(
+        ch.number("SELECT count() FROM (SELECT id FROM osb_test.exchanges LIMIT 1 BY id)")
+            .await,
+        n
+    );
+    assert_eq!(
+        ch.number("SELECT uniqExact(request_id) FROM osb_test.exchanges")
+            .await,
+        n,
+        "every exchange is there"
+    );
+}
+
+#[tokio::test]
+async fn two_thousand_exchanges_give_two_thousand_records_in_clickhouse() {
+    let ch = ClickHouse::start().await;
+    let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
+    let gw = TestGateway::start(
+        &registry(&[("pg", &b.url(""), false)]),
+        Options {
+            tables: with_clickhouse(&ch.url(), ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    within(
+        120,
+        "load",
+        load(gw.url("/private/pg/v2/catalog"), 2000, 32, done),
+    )
+    .await;
+    assert_exactly(&ch, 2000).await;
+    let m = gw.handle.as_ref().unwrap().capture.metrics();
+    assert_eq!(osb_gateway::capture::load(&m.inserted), 2000);
+    assert_eq!(osb_gateway::capture::load(&m.dropped), 0);
+}
+
+#[tokio::test]
+async fn clickhouse_outage_mid_load_loses_nothing_and_shows_no_duplicates() {
+    let mut ch = ClickHouse::start().await;
+    let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
+    let gw = TestGateway::start(
+        &registry(&[("pg", &b.url(""), false)]),
+        Options {
+            tables: with_clickhouse(&ch.url(), ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let metrics = gw.handle.as_ref().unwrap().capture.metrics();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load_task = tokio::spawn(load(
+        gw.url("/private/pg/v2/catalog"),
+        2000,
+        16,
+        done.clone(),
+    ));
+    let d = done.clone();
+    eventually(60, "500 exchanges", || {
+        let d = d.clone();
+        async move { d.load(std::sync::atomic::Ordering::SeqCst) >= 500 }
+    })
+    .await;
+    ch.stop();
+    let m = metrics.clone();
+    eventually(30, "the pipeline notices the outage", || {
+        let m = m.clone();
+        async move { osb_gateway::capture::load(&m.insert_failures) > 0 }
+    })
+    .await;
+    let d = done.clone();
+    eventually(60, "1500 exchanges", || {
+        let d = d.clone();
+        async move { d.load(std::sync::atomic::Ordering::SeqCst) >= 1500 }
+    })
+    .await;
+    ch.restart().await;
+    within(120, "load", load_task).await.unwrap();
+    assert_exactly(&ch, 2000).await;
+    assert!(
+        osb_gateway::capture::load(&metrics.spooled) > 0,
+        "the outage went through the spool"
+    );
+    assert!(osb_gateway::capture::load(&metrics.replayed) > 0);
+    assert_eq!(osb_gateway::capture::load(&metrics.dropped), 0);
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_replays_its_spool() {
+    let mut ch = ClickHouse::start().await;
+    ch.stop();
+    let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
+    let reg = registry(&[("pg", &b.url(""), false)]);
+    let data = tempfile::tempdir().unwrap();
+    let top = format!("data_dir = \"{}\"\n", data.path().display());
+    let ch_url = ch.url();
+    let opts = || Options {
+        top: top.clone(),
+        tables: with_clickhouse(&ch_url, ""),
+        ..Default::default()
+    };
+    let mut gw = TestGateway::start(&reg, opts()).await.unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    within(
+        60,
+        "load",
+        load(gw.url("/private/pg/v2/catalog"), 50, 8, done),
+    )
+    .await;
+    gw.shutdown().await;
+    let spooled = local::read_all(&data.path().join("spool")).unwrap();
+    assert_eq!(spooled.len(), 50, "everything waits in the spool");
+
+    ch.restart().await;
+    let gw2 = TestGateway::start(&reg, opts()).await.unwrap();
+    assert_exactly(&ch, 50).await;
+    let m = gw2.handle.as_ref().unwrap().capture.metrics();
+    assert_eq!(osb_gateway::capture::load(&m.replayed), 50);
+    let d = data.path().join("spool");
+    eventually(10, "spool emptied", || {
+        let d = d.clone();
+        async move { local::read_all(&d).unwrap().is_empty() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_blocked_sink_and_a_full_queue_never_delay_proxied_requests() {
+    // A "ClickHouse" that accepts connections and never answers.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = black_hole.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = black_hole.accept().await {
+            conns.push(s);
+        }
+    });
+    let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
+    let tables = with_clickhouse(
+        &format!("http://127.0.0.1:{port}"),
+        "queue_max_bytes = 20000\n",
+    )
+    .replace("insert_timeout = \"3s\"", "insert_timeout = \"60s\"");
+    let mut gw = TestGateway::start(
+        &registry(&[("pg", &b.url(""), false)]),
+        Options {
+            tables,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Hang guard only: the requests complete while the sink is blocked.
+    within(
+        30,
+        "requests while the sink is blocked",
+        load(gw.url("/private/pg/v2/catalog"), 300, 16, done),
+    )
+    .await;
+    let m = gw.handle.as_ref().unwrap().capture.metrics();
+    let m2 = m.clone();
+    eventually(10, "overflow records spooled", || {
+        let m = m2.clone();
+        async move { osb_gateway::capture::load(&m.spooled) > 0 }
+    })
+    .await;
+    assert!(osb_gateway::capture::load(&m.queue_bytes) <= 20000);
+    assert_eq!(osb_gateway::capture::load(&m.dropped), 0);
+    assert_eq!(osb_gateway::capture::load(&m.inserted), 0);
+    // Shutdown does not wait out the hung insert (60 s here): the batch is
+    // spooled and the gateway stops within the final-flush bound.
+    within(20, "shutdown with a hung sink", gw.shutdown()).await;
+    let spooled = local::read_all(&gw.path("data/spool")).unwrap();
+    assert_eq!(spooled.len(), 300, "every record waits in the spool");
+    held.abort();
+}
+
+#[tokio::test]
+async fn batches_clickhouse_refuses_as_bad_data_go_to_the_dead_letter_directory() {
+    let ch = ClickHouse::start().await;
+    ch.query("CREATE DATABASE osb_test").await;
+    ch.query(
+        "CREATE TABLE osb_test.exchanges (id UUID, other String) ENGINE = MergeTree() ORDER BY id",
+    )
+    .await;
+    let b = Broker::http(answer(200, "{}")).await;
+    let mut gw = TestGateway::start(
+        &registry(&[("pg", &b.url(""), false)]),
+        Options {
+            tables: with_clickhouse(&ch.url(), ""),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
+            200
+        );
+    }
+    let m = gw.handle.as_ref().unwrap().capture.metrics();
+    gw.shutdown().await;
+    assert_eq!(osb_gateway::capture::load(&m.dead_lettered), 3);
+    assert_eq!(
+        local::read_all(&gw.path("data/dead-letter")).unwrap().len(),
+        3
+    );
+    assert_eq!(ch.number("SELECT count() FROM osb_test.exchanges").await, 0);
+}
+
+#[tokio::test]
+async fn the_live_feed_tells_a_slow_subscriber_how_many_it_missed() {
+    let b = Broker::http(answer(200, "{}")).await;
+    let gw = TestGateway::start(
+        &registry(&[("pg", &b.url(""), false)]),
+        Options {
+            tables: capture_tables("feed_capacity = 4\n"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut slow = gw.handle.as_ref().unwrap().capture.subscribe();
+    for _ in 0..10 {
+        assert_eq!(
+            send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
+            200
+        );
+    }
+    let m = gw.handle.as_ref().unwrap().capture.metrics();
+    eventually(10, "10 stored (so all 10 went through the feed)", || {
+        let m = m.clone();
+        async move { osb_gateway::capture::load(&m.inserted) == 10 }
+    })
+    .await;
+    let first = within(10, "feed", slow.recv()).await;
+    match first {
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 6),
+        other => panic!("expected a lag notice, got {other:?}"),
+    }
+}
