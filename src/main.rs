@@ -176,6 +176,20 @@ fn config_check(file: &std::path::Path) -> ExitCode {
             "plain HTTP"
         }
     );
+    match (&cfg.capture.clickhouse, cfg.capture.enabled) {
+        (_, false) => println!("capture: off"),
+        (Some(ch), true) => println!(
+            "capture: ClickHouse {} {}.{} (spool under {})",
+            ch.url,
+            ch.database,
+            ch.table,
+            cfg.data_dir.display()
+        ),
+        (None, true) => println!(
+            "capture: local store under {}",
+            cfg.data_dir.join("captures").display()
+        ),
+    }
     println!();
     let routes = table.routes();
     let rows: Vec<[String; 8]> = routes

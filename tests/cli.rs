@@ -64,7 +64,8 @@ fn config_check_accepts_the_production_example_and_masks_secrets() {
             .args(["config", "check"])
             .arg(dir.path().join("gateway.example.toml"))
             .env("PG_STAGING_BROKER_PASSWORD", "env-secret-2")
-            .env("PG_GLOBAL_BROKER_PASSWORD", "env-secret-3"),
+            .env("PG_GLOBAL_BROKER_PASSWORD", "env-secret-3")
+            .env("CLICKHOUSE_PASSWORD", "env-secret-4"),
     );
     assert!(
         stdout.contains("mode: production   listen: 0.0.0.0:8443 (TLS)"),
@@ -79,7 +80,16 @@ fn config_check_accepts_the_production_example_and_masks_secrets() {
         stdout.contains("5m"),
         "the per-route response timeout override shows: {stdout}"
     );
-    for secret in ["file-secret-1", "env-secret-2", "env-secret-3"] {
+    assert!(
+        stdout.contains("capture: ClickHouse http://127.0.0.1:8123 osb_gateway.exchanges"),
+        "{stdout}"
+    );
+    for secret in [
+        "file-secret-1",
+        "env-secret-2",
+        "env-secret-3",
+        "env-secret-4",
+    ] {
         assert!(!stdout.contains(secret), "{secret} printed");
     }
 }

@@ -94,3 +94,60 @@ pub fn read_all(dir: &Path) -> io::Result<Vec<CaptureRecord>> {
 pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(segments::list(dir)?.into_iter().map(|s| s.path).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record(i: usize) -> Arc<CaptureRecord> {
+        let text = format!(
+            r#"{{"id":"{}","received_at_us":{i},"duration_us":1,"ttfb_us":0,"gateway":"g","platform":"p","location":"l","broker":"b","upstream_url":"","method":"GET","path":"/","query":"","operation":"OTHER","service_id":"","plan_id":"","service_name":"","plan_name":"","instance_id":"","binding_id":"","accepts_incomplete":false,"broker_operation":"","state":"","description":"","api_version":"","originating_platform":"","originating_user":"","request_id":"r{i}","status":200,"outcome":"ok","error":"","request_headers":[],"response_headers":[],"request_body":"","request_body_size":0,"request_body_truncated":false,"response_body":"","response_body_size":0,"response_body_truncated":false}}"#,
+            uuid::Uuid::new_v4()
+        );
+        Arc::new(serde_json::from_str(&text).unwrap())
+    }
+
+    #[test]
+    fn rotates_by_size_and_trims_to_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LocalStoreConfig {
+            segment_bytes: 2_000,
+            segment_age: Duration::from_secs(3600),
+            max_bytes: 10_000,
+        };
+        let mut store = LocalStore::open(dir.path(), cfg).unwrap();
+        for i in 0..100 {
+            store.append(&[record(i)]).unwrap();
+        }
+        let segs = segments::list(dir.path()).unwrap();
+        assert!(segs.len() > 2, "rotated into several segments");
+        let total: u64 = segs.iter().map(|s| s.bytes).sum();
+        assert!(total <= 10_000 + 2_000, "trimmed near the budget: {total}");
+        let kept = read_all(dir.path()).unwrap();
+        assert_eq!(
+            kept.last().unwrap().request_id,
+            "r99",
+            "the newest records are kept"
+        );
+        assert!(
+            kept.first().unwrap().request_id != "r0",
+            "the oldest were deleted"
+        );
+    }
+
+    #[test]
+    fn rotates_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LocalStoreConfig {
+            segment_bytes: u64::MAX,
+            segment_age: Duration::from_millis(1),
+            max_bytes: u64::MAX,
+        };
+        let mut store = LocalStore::open(dir.path(), cfg).unwrap();
+        store.append(&[record(0)]).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        store.append(&[record(1)]).unwrap();
+        assert_eq!(segments::list(dir.path()).unwrap().len(), 2);
+    }
+}
