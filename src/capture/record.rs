@@ -171,7 +171,13 @@ impl RawExchange {
         let mut service_id = query_param(&self.query, "service_id").unwrap_or_default();
         let mut plan_id = query_param(&self.query, "plan_id").unwrap_or_default();
         let mut broker_operation = query_param(&self.query, "operation").unwrap_or_default();
-        let request_json: Option<Value> = if self.request_body.truncated {
+        // NB: parse bodies only where a field is read from them or redaction
+        // needs the structure; a catalog or a plain 200 is stored as sent.
+        let body_ops = matches!(
+            op,
+            Operation::ProvisionInstance | Operation::UpdateInstance | Operation::Bind
+        );
+        let request_json: Option<Value> = if self.request_body.truncated || !body_ops {
             None
         } else {
             serde_json::from_slice(&self.request_body.bytes).ok()
@@ -188,7 +194,17 @@ impl RawExchange {
                 plan_id = p;
             }
         }
-        let response_json: Option<Value> = if self.response_body.truncated {
+        let response_fields = self.status == 202
+            || self.status >= 400
+            || matches!(
+                op,
+                Operation::PollInstanceLastOperation
+                    | Operation::PollBindingLastOperation
+                    | Operation::Bind
+                    | Operation::FetchBinding
+            )
+            || (self.redact_parameters && op == Operation::FetchInstance);
+        let response_json: Option<Value> = if self.response_body.truncated || !response_fields {
             None
         } else {
             serde_json::from_slice(&self.response_body.bytes).ok()

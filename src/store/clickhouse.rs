@@ -287,8 +287,13 @@ impl ClickHouseWriter {
                 // both names are validated as [A-Za-z0-9_] by the config.
                 .insert_unescaped::<ExchangeRow<'_>>(&self.qualified_table())
                 .await?;
-            for r in rows {
+            for (i, r) in rows.iter().enumerate() {
                 ins.write(&ExchangeRow::from(&**r)).await?;
+                // NB: encoding a large batch must not hold this worker
+                // thread: proxied requests share it.
+                if i % 256 == 255 {
+                    tokio::task::yield_now().await;
+                }
             }
             ins.end().await
         }

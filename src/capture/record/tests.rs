@@ -42,13 +42,15 @@ fn rec(r: RawExchange) -> CaptureRecord {
 
 #[test]
 fn provision_ids_come_from_path_body_and_query() {
-    let r = rec(raw(
+    let mut r = raw(
         "PUT",
         "/v2/service_instances/inst%2F1",
         "accepts_incomplete=true",
         r#"{"service_id":"svc","plan_id":"small","parameters":{"a":1}}"#,
         r#"{"operation":"op-42"}"#,
-    ));
+    );
+    r.status = 202;
+    let r = rec(r);
     assert_eq!(r.operation, "PROVISION_INSTANCE");
     assert_eq!(
         (
