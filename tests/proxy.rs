@@ -714,3 +714,40 @@ async fn shutdown_lets_requests_in_flight_finish() {
     assert_eq!(r.json()["done"], true);
     within(10, "shutdown completes", shutting).await.unwrap();
 }
+
+#[tokio::test]
+async fn connect_timeout_gives_504() {
+    // A listener that never accepts, its backlog filled: the kernel drops
+    // further SYNs, so connecting hangs until the gateway's connect timeout.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+        assert!(fillers.len() < 64, "backlog never filled");
+    }
+    let reg = format!(
+        "{PLATFORMS}\n[[brokers]]\nid = \"hung\"\nowner = \"acme\"\n{}",
+        private(&format!("http://{addr}"), "connect_timeout = \"300ms\"")
+    );
+    let gw = TestGateway::dev(&reg).await;
+    let r = within(
+        10,
+        "connect timeout",
+        get(&gw.url("/private/hung/v2/catalog"), Some(platform("cf-eu"))),
+    )
+    .await;
+    let d = r.osb_error(504, "GatewayTimeout");
+    assert!(d.contains("\"hung\"") && d.contains("300ms"), "{d}");
+    drop(listener);
+}
