@@ -18,12 +18,28 @@ pub struct ClickHouse {
     child: Option<Child>,
 }
 
+/// A free port below the kernel's ephemeral range. NB: a port from `:0`
+/// lies inside that range, so after a stop the kernel may hand it to some
+/// outgoing connection as its source port, and the restart fails with
+/// "Address already in use".
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng as _;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let hi = low.saturating_sub(1).max(11000);
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(10000..hi);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 fn server_command(config: &std::path::Path) -> Command {
