@@ -50,6 +50,19 @@ fn with_clickhouse(ch_url: &str, extra: &str) -> String {
     capture_tables(&format!("{extra}\n[capture.clickhouse]\nurl = \"{ch_url}\"\ndatabase = \"osb_test\"\ntable = \"exchanges\"\n"))
 }
 
+/// A development-mode gateway over `registry` with these capture settings.
+async fn start(registry: &str, tables: String) -> TestGateway {
+    TestGateway::start(
+        registry,
+        Options {
+            tables,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Records in the gateway's local store (after shutdown has drained it).
 fn stored(gw: &TestGateway) -> Vec<CaptureRecord> {
     local::read_all(&gw.path("data/captures")).unwrap()
@@ -118,15 +131,7 @@ async fn send(
 #[tokio::test]
 async fn every_operation_is_classified_with_ids_from_path_query_and_body() {
     let b = Broker::http(osb_broker()).await;
-    let mut gw = TestGateway::start(
-        &registry(&[("pg", &b.url(""), false)]),
-        Options {
-            tables: capture_tables(""),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gw = start(&registry(&[("pg", &b.url(""), false)]), capture_tables("")).await;
     let base = "/private/pg/v2";
     let identity = (
         "x-broker-api-originating-identity",
@@ -323,15 +328,7 @@ async fn one_record_per_exchange_for_every_outcome() {
         ("slow", &slow.url(""), false),
         ("gone", &format!("http://127.0.0.1:{dead_port}"), false),
     ]);
-    let mut gw = TestGateway::start(
-        &reg,
-        Options {
-            tables: capture_tables(""),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gw = start(&reg, capture_tables("")).await;
 
     assert_eq!(
         send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
@@ -425,15 +422,11 @@ async fn bodies_past_the_cap_are_forwarded_whole_and_recorded_truncated() {
         })
     });
     let b = Broker::http(echo).await;
-    let mut gw = TestGateway::start(
+    let mut gw = start(
         &registry(&[("pg", &b.url(""), false)]),
-        Options {
-            tables: capture_tables("max_body_bytes = 1000\n"),
-            ..Default::default()
-        },
+        capture_tables("max_body_bytes = 1000\n"),
     )
-    .await
-    .unwrap();
+    .await;
     let big = "y".repeat(5000);
     let req = Request::put(gw.url("/private/pg/v2/service_instances/i"))
         .header("authorization", platform("cf-eu"))
@@ -550,15 +543,7 @@ fn all_bytes_under(dir: &std::path::Path) -> Vec<u8> {
 async fn no_secret_reaches_the_local_store_or_the_live_feed() {
     let b = Broker::http(osb_broker()).await;
     let reg = registry(&[("pg", &b.url(""), false), ("secretive", &b.url(""), true)]);
-    let mut gw = TestGateway::start(
-        &reg,
-        Options {
-            tables: capture_tables(""),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gw = start(&reg, capture_tables("")).await;
     let mut feed = gw.handle.as_ref().unwrap().capture.subscribe();
     secret_laden_exchanges(&gw).await;
     gw.shutdown().await;
@@ -586,15 +571,7 @@ async fn no_secret_reaches_clickhouse() {
     let ch = ClickHouse::start().await;
     let b = Broker::http(osb_broker()).await;
     let reg = registry(&[("pg", &b.url(""), false), ("secretive", &b.url(""), true)]);
-    let mut gw = TestGateway::start(
-        &reg,
-        Options {
-            tables: with_clickhouse(&ch.url(), ""),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gw = start(&reg, with_clickhouse(&ch.url(), "")).await;
     secret_laden_exchanges(&gw).await;
     gw.shutdown().await;
     assert_eq!(
@@ -723,15 +700,11 @@ async fn assert_clickhouse_has(
 async fn two_thousand_exchanges_give_two_thousand_records_in_clickhouse() {
     let ch = ClickHouse::start().await;
     let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
-    let gw = TestGateway::start(
+    let gw = start(
         &registry(&[("pg", &b.url(""), false)]),
-        Options {
-            tables: with_clickhouse(&ch.url(), ""),
-            ..Default::default()
-        },
+        with_clickhouse(&ch.url(), ""),
     )
-    .await
-    .unwrap();
+    .await;
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sent = within(
         120,
@@ -752,15 +725,11 @@ async fn two_thousand_exchanges_give_two_thousand_records_in_clickhouse() {
 async fn clickhouse_outage_mid_load_loses_nothing_and_shows_no_duplicates() {
     let mut ch = ClickHouse::start().await;
     let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
-    let gw = TestGateway::start(
+    let gw = start(
         &registry(&[("pg", &b.url(""), false)]),
-        Options {
-            tables: with_clickhouse(&ch.url(), ""),
-            ..Default::default()
-        },
+        with_clickhouse(&ch.url(), ""),
     )
-    .await
-    .unwrap();
+    .await;
     let metrics = gw.handle.as_ref().unwrap().capture.metrics();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load_task = tokio::spawn(load(
@@ -859,15 +828,7 @@ async fn a_blocked_sink_and_a_full_queue_never_delay_proxied_requests() {
         "queue_max_bytes = 20000\n",
     )
     .replace("insert_timeout = \"3s\"", "insert_timeout = \"60s\"");
-    let mut gw = TestGateway::start(
-        &registry(&[("pg", &b.url(""), false)]),
-        Options {
-            tables,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gw = start(&registry(&[("pg", &b.url(""), false)]), tables).await;
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Hang guard only: the requests complete while the sink is blocked.
     let sent = within(
@@ -903,15 +864,11 @@ async fn batches_clickhouse_refuses_as_bad_data_go_to_the_dead_letter_directory(
     )
     .await;
     let b = Broker::http(answer(200, "{}")).await;
-    let mut gw = TestGateway::start(
+    let mut gw = start(
         &registry(&[("pg", &b.url(""), false)]),
-        Options {
-            tables: with_clickhouse(&ch.url(), ""),
-            ..Default::default()
-        },
+        with_clickhouse(&ch.url(), ""),
     )
-    .await
-    .unwrap();
+    .await;
     for _ in 0..3 {
         assert_eq!(
             send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
@@ -931,15 +888,11 @@ async fn batches_clickhouse_refuses_as_bad_data_go_to_the_dead_letter_directory(
 #[tokio::test]
 async fn the_live_feed_tells_a_slow_subscriber_how_many_it_missed() {
     let b = Broker::http(answer(200, "{}")).await;
-    let gw = TestGateway::start(
+    let gw = start(
         &registry(&[("pg", &b.url(""), false)]),
-        Options {
-            tables: capture_tables("feed_capacity = 4\n"),
-            ..Default::default()
-        },
+        capture_tables("feed_capacity = 4\n"),
     )
-    .await
-    .unwrap();
+    .await;
     let mut slow = gw.handle.as_ref().unwrap().capture.subscribe();
     for _ in 0..10 {
         assert_eq!(
