@@ -119,12 +119,16 @@ impl Proxy {
             ex.osb_path = t.osb_path.to_string();
             ex.operation = osb::classify(req.method(), t.osb_path).0;
         }
-        if ex.capturing() {
-            ex.request_headers = req.headers().clone();
-        }
         match self.route(&req, &mut ex).await {
             Ok(route) => Ok(self.forward(req, ex, route).await),
-            Err(err) => Ok(error_response(&err, &ex)),
+            Err(err) => {
+                // NB: a refused request is recorded with the headers it came
+                // with; a forwarded one with the headers the broker got.
+                if ex.capturing() {
+                    ex.request_headers = req.headers().clone();
+                }
+                Ok(error_response(&err, &ex))
+            }
         }
     }
 
