@@ -24,15 +24,15 @@ pub mod telemetry;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use capture::{CaptureHandle, CapturePaths};
-use config::{ConfigError, GatewayConfig, RegistrySource};
-use registry::{BuildContext, RegistryErrors, RegistryFile, RouteTable, Routes};
+use config::{ConfigError, GatewayConfig};
+use registry::{Env, RegistryErrors, Reloader, RouteTable, Routes};
+use std::sync::Arc;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,37 +72,10 @@ pub fn load_registry(
     cfg: &GatewayConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RouteTable, StartError> {
-    let (text, base, name) = match &cfg.registry {
-        RegistrySource::File(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                ConfigError::new("registry.file", p.display(), format!("cannot read: {e}"))
-            })?;
-            (
-                text,
-                p.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                p.display().to_string(),
-            )
-        }
-        RegistrySource::Embedded(t) => (
-            t.to_string(),
-            std::path::PathBuf::from("."),
-            "embedded registry".into(),
-        ),
-    };
-    let file: RegistryFile = toml::from_str(&text).map_err(|e| {
-        let mut ce = config::toml_error(&e);
-        ce.field = format!("{name}: {}", ce.field);
-        ce
-    })?;
-    let cx = BuildContext {
-        mode: cfg.mode,
-        secret_key: cfg.secret_key.as_ref(),
-        base_dir: &base,
-        env,
-        timeouts: cfg.timeouts,
-        pool: cfg.pool,
-    };
-    Ok(RouteTable::build(&file, &cx)?)
+    registry::load(cfg, env).map_err(|e| match e {
+        registry::LoadError::File(c) => StartError::Config(c),
+        registry::LoadError::Invalid(r) => StartError::Registry(r),
+    })
 }
 
 /// A running gateway.
@@ -116,6 +89,9 @@ pub struct GatewayHandle {
     pub routes: Routes,
     /// The capture pipeline (metrics, live feed).
     pub capture: CaptureHandle,
+    /// Validate-then-swap reloads of the registry.
+    pub reloader: Arc<Reloader>,
+    watcher: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -126,18 +102,16 @@ impl Gateway {
     /// # Errors
     /// Any configuration, registry, TLS or bind problem, before a port is served.
     pub async fn spawn(cfg: GatewayConfig) -> Result<GatewayHandle, StartError> {
-        Self::spawn_with_env(cfg, &|k| std::env::var(k).ok()).await
+        Self::spawn_with_env(cfg, Arc::new(|k: &str| std::env::var(k).ok())).await
     }
 
     /// As [`Gateway::spawn`], reading `env:` secrets through `env`.
     ///
     /// # Errors
     /// As [`Gateway::spawn`].
-    pub async fn spawn_with_env(
-        cfg: GatewayConfig,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<GatewayHandle, StartError> {
-        let table = load_registry(&cfg, env)?;
+    pub async fn spawn_with_env(cfg: GatewayConfig, env: Env) -> Result<GatewayHandle, StartError> {
+        let stamp = registry::reload::file_stamp(&cfg.registry);
+        let table = load_registry(&cfg, &*env)?;
         let tls = match &cfg.tls {
             Some(files) => Some(proxy::accept::tls_acceptor(files).map_err(StartError::Tls)?),
             None => None,
@@ -162,6 +136,11 @@ impl Gateway {
             dir: cfg.data_dir.display().to_string(),
             source,
         })?;
+        let cfg = Arc::new(cfg);
+        let reloader = Arc::new(Reloader::new(routes.clone(), cfg.clone(), env));
+        let watcher = cfg
+            .registry_watch
+            .map(|every| tokio::spawn(reloader.clone().watch(every, stamp)));
         let (shutdown, rx) = watch::channel(false);
         let opts = proxy::accept::ServeOptions {
             tls,
@@ -185,6 +164,8 @@ impl Gateway {
             addr,
             routes,
             capture,
+            reloader,
+            watcher,
             shutdown,
             task,
         })
@@ -195,6 +176,9 @@ impl GatewayHandle {
     /// Stops accepting, waits for requests in flight (up to the grace
     /// period), then stores or spools every captured record.
     pub async fn shutdown(self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         self.capture.shutdown().await;

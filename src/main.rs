@@ -119,7 +119,22 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
                 };
             }
         };
+        let reloader = handle.reloader.clone();
+        let sighup = tokio::spawn(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    // NB: a refused reload is logged by the reloader; the old routes keep serving.
+                    let _ = reloader.reload("SIGHUP").await;
+                }
+            }
+        });
         wait_for_signal().await;
+        sighup.abort();
         tracing::info!(grace = %duration::format(grace), "shutting down");
         handle.shutdown().await;
         ExitCode::SUCCESS

@@ -181,3 +181,122 @@ fn help_explains_each_command() {
     let out = gateway().args(["serve", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("embedded development"));
 }
+
+/// `serve` reloads on SIGHUP: an invalid registry is refused (old routes keep
+/// serving), a valid one applies; SIGTERM then stops it cleanly.
+#[tokio::test]
+async fn sighup_reloads_and_an_invalid_registry_keeps_the_old_routes() {
+    use support::broker::{answer, Broker};
+    use support::client::{platform, try_get};
+    use support::eventually;
+
+    let a = Broker::http(answer(200, r#"{"from":"a"}"#)).await;
+    let b = Broker::http(answer(200, r#"{"from":"b"}"#)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        format!("development_mode = true\n[listen]\naddress = \"127.0.0.1:{port}\"\n[registry]\nwatch = false\n[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
+    let registry = |url: &str, dev: bool| {
+        format!(
+            "locations = [\"eu\"]\n[[platforms]]\nid = \"cf\"\ncustomer = \"acme\"\nusername = \"cf-eu\"\npassword_hash = \"{}\"\nlocations = [\"eu\"]\n[[brokers]]\nid = \"pg\"\nowner = \"acme\"\n[brokers.private]\nendpoint = \"{url}\"\nusername = \"u\"\npassword = \"pw\"\ndevelopment_mode = {dev}\n",
+            support::gateway::platform_hash()
+        )
+    };
+    std::fs::write(dir.path().join("registry.toml"), registry(&a.url(""), true)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = KillOnDrop(
+        gateway()
+            .args(["serve", "--config"])
+            .arg(dir.path().join("gateway.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/private/pg/v2/catalog");
+    let from = |url: String| async move {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            try_get(&url, Some(platform("cf-eu"))),
+        )
+        .await;
+        match r {
+            Ok(Some(r)) if r.status == 200 => r.json()["from"].as_str().unwrap_or("").to_string(),
+            _ => String::new(),
+        }
+    };
+    let u = url.clone();
+    eventually(30, "the gateway serves", || {
+        let u = u.clone();
+        async move { from(u).await == "a" }
+    })
+    .await;
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+
+    std::fs::write(
+        dir.path().join("registry.toml"),
+        registry(&a.url(""), false),
+    )
+    .unwrap();
+    hup(child.0.id());
+    let l = log.clone();
+    eventually(10, "the refusal is logged", || {
+        let l = l.clone();
+        async move {
+            std::fs::read_to_string(&l)
+                .unwrap_or_default()
+                .contains("reload refused")
+        }
+    })
+    .await;
+    assert_eq!(from(url.clone()).await, "a", "the old routes keep serving");
+
+    std::fs::write(dir.path().join("registry.toml"), registry(&b.url(""), true)).unwrap();
+    hup(child.0.id());
+    let u = url.clone();
+    eventually(10, "the new routes apply", || {
+        let u = u.clone();
+        async move { from(u).await == "b" }
+    })
+    .await;
+
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("\"message\":\"routes reloaded\"") && text.contains("\"trigger\":\"SIGHUP\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\"pw\"") && !text.contains(support::gateway::PLATFORM_PW),
+        "no secret in the log"
+    );
+}
+
+/// Kills the child process when the test ends, passing or failing.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -279,6 +279,10 @@ pub struct ListenFile {
 pub struct RegistryFileRef {
     /// Path of the registry TOML (default `registry.toml`).
     pub file: Option<String>,
+    /// Reload when the file changes (default true).
+    pub watch: Option<bool>,
+    /// How often to look (default 2s).
+    pub watch_interval: Option<String>,
 }
 
 /// `[secrets]`
@@ -397,6 +401,14 @@ impl GatewayFile {
             &self.listen.header_read_timeout,
             Duration::from_secs(30),
         )?;
+        let registry_watch = match self.registry.watch {
+            Some(false) => None,
+            _ => Some(opt_duration(
+                "registry.watch_interval",
+                &self.registry.watch_interval,
+                Duration::from_secs(2),
+            )?),
+        };
         let registry = RegistrySource::File(
             base.join(self.registry.file.as_deref().unwrap_or("registry.toml")),
         );
@@ -467,6 +479,7 @@ impl GatewayFile {
             .unwrap_or_else(|| "osb-gateway".into());
         let capture = self.capture.validate(mode, base, env)?;
         Ok(GatewayConfig {
+            registry_watch,
             capture,
             mode,
             listen,

@@ -251,6 +251,8 @@ pub struct GatewayConfig {
     pub tls: Option<TlsFiles>,
     /// Where the registry comes from.
     pub registry: RegistrySource,
+    /// How often the registry file is checked for changes (`None`: never).
+    pub registry_watch: Option<Duration>,
     /// Key for `enc:v1:` secrets, if configured.
     pub secret_key: Option<SecretKey>,
     /// Default upstream timeouts.
@@ -295,6 +297,7 @@ impl GatewayConfig {
         let mut c = Self::from_toml(EMBEDDED_GATEWAY, Path::new("."), env)
             .expect("embedded gateway config is valid");
         c.registry = RegistrySource::Embedded(EMBEDDED_REGISTRY);
+        c.registry_watch = None;
         c
     }
 

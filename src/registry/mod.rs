@@ -7,6 +7,7 @@
 //! Arrows: `registry` uses `config` and `upstream`; `proxy` and `admin` use it.
 
 pub mod file;
+pub mod reload;
 mod table;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use file::RegistryFile;
+pub use reload::{load, Env, LoadError, ReloadReport, Reloader};
 pub use table::{BuildContext, Endpoint, LookupError, Platform, Route, RouteTable};
 
 /// One problem in a registry, naming the broker (or platform), field and value.

@@ -553,6 +553,48 @@ impl RouteTable {
         out
     }
 
+    /// A fingerprint per route (`broker/location`) and platform
+    /// (`platform id`), for telling what a reload changed. Credentials enter
+    /// only as a digest.
+    pub fn fingerprints(&self) -> std::collections::BTreeMap<String, String> {
+        use sha2::{Digest, Sha256};
+        let digest = |b: &[u8]| {
+            let d = Sha256::digest(b);
+            d[..8]
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for (r, approved) in self.routes() {
+            let fp = format!(
+                "{}|{}|{}|{}|{:?}|{:?}|{}|{}",
+                r.endpoint.url(),
+                r.username,
+                digest(r.authorization().as_bytes()),
+                r.development_mode,
+                r.ca_bundle,
+                r.timeouts,
+                approved,
+                r.redact_parameters
+            );
+            out.insert(format!("{}/{}", r.broker, r.location), fp);
+        }
+        for p in self.platforms.values() {
+            let mut locs: Vec<_> = p.locations.iter().cloned().collect();
+            locs.sort();
+            let fp = format!(
+                "{}|{}|{}|{}",
+                p.customer,
+                p.username,
+                digest(p.password_hash.as_bytes()),
+                locs.join(",")
+            );
+            out.insert(format!("platform {}", p.id), fp);
+        }
+        out
+    }
+
     /// Platforms, sorted by id.
     pub fn platforms(&self) -> Vec<Arc<Platform>> {
         let mut v: Vec<_> = self.platforms.values().cloned().collect();

@@ -86,6 +86,17 @@ pub async fn get(url: &str, auth: Option<HeaderValue>) -> Collected {
     collect(plain().request(b.body(empty()).unwrap()).await.unwrap()).await
 }
 
+/// Like [`get`], but `None` when the request fails (for polling a server
+/// that may not listen yet).
+pub async fn try_get(url: &str, auth: Option<HeaderValue>) -> Option<Collected> {
+    let mut b = Request::get(url).header("x-broker-api-version", "2.17");
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    let resp = plain().request(b.body(empty()).unwrap()).await.ok()?;
+    Some(collect(resp).await)
+}
+
 /// A rustls client config trusting `ca_pem`, offering `alpn`.
 pub fn tls_config(ca_pem: &str, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();

@@ -64,6 +64,10 @@ impl TestGateway {
             None
         };
         gw.push_str("\n[shutdown]\ngrace_period = \"5s\"\n");
+        if !opts.tables.contains("[registry]") {
+            // Tests reload explicitly unless they test the watcher.
+            gw.push_str("\n[registry]\nwatch = false\n");
+        }
         gw.push_str(&opts.tables);
         std::fs::write(dir.path().join("gateway.toml"), gw).unwrap();
         std::fs::write(
@@ -74,13 +78,26 @@ impl TestGateway {
         let env: HashMap<&str, &str> = [("BROKER_PW", BROKER_PW)].into();
         let lookup = move |k: &str| env.get(k).map(|v| v.to_string());
         let cfg = GatewayConfig::load(&dir.path().join("gateway.toml"), &lookup)?;
-        let handle = Gateway::spawn_with_env(cfg, &lookup).await?;
+        let handle = Gateway::spawn_with_env(cfg, std::sync::Arc::new(lookup)).await?;
         Ok(TestGateway {
             addr: handle.addr,
             handle: Some(handle),
             dir,
             ca,
         })
+    }
+
+    /// Rewrites the registry file (`{HASH}` is the platform hash).
+    pub fn write_registry(&self, registry: &str) {
+        // NB: write then rename, as configuration management would, so a
+        // watcher never reads a half-written file.
+        let tmp = self.dir.path().join("registry.toml.tmp");
+        std::fs::write(&tmp, registry.replace("{HASH}", platform_hash())).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("registry.toml")).unwrap();
+    }
+
+    pub fn reloader(&self) -> std::sync::Arc<osb_gateway::registry::Reloader> {
+        self.handle.as_ref().unwrap().reloader.clone()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
