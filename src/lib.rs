@@ -13,6 +13,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod body;
 pub mod capture;
 pub mod config;
@@ -85,6 +86,8 @@ pub struct Gateway;
 pub struct GatewayHandle {
     /// The platform listener's bound address.
     pub addr: SocketAddr,
+    /// The admin listener's bound address, when enabled.
+    pub admin_addr: Option<SocketAddr>,
     /// The live route table.
     pub routes: Routes,
     /// The capture pipeline (metrics, live feed).
@@ -147,14 +150,49 @@ impl Gateway {
             header_read_timeout: cfg.header_read_timeout,
             grace: cfg.shutdown_grace,
         };
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin_addr = if cfg.admin.enabled {
+            let admin_tls = match &cfg.admin.tls {
+                Some(files) => Some(proxy::accept::tls_acceptor(files).map_err(StartError::Tls)?),
+                None => None,
+            };
+            let l = TcpListener::bind(cfg.admin.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: cfg.admin.listen,
+                    source,
+                })?;
+            let a = l.local_addr().map_err(|source| StartError::Bind {
+                addr: cfg.admin.listen,
+                source,
+            })?;
+            let admin = admin::Admin::new(
+                routes.clone(),
+                reloader.clone(),
+                capture.metrics(),
+                cfg.admin.tokens.clone(),
+                ready.clone(),
+            );
+            let opts = proxy::accept::ServeOptions {
+                tls: admin_tls,
+                header_read_timeout: cfg.header_read_timeout,
+                grace: cfg.shutdown_grace,
+            };
+            tokio::spawn(proxy::accept::serve(l, admin, opts, rx.clone()));
+            Some(a)
+        } else {
+            None
+        };
         let task = tokio::spawn(proxy::accept::serve(
             listener,
             proxy::Proxy::new(routes.clone(), capture.tx()),
             opts,
             rx,
         ));
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             %addr,
+            admin = ?admin_addr,
             tls = cfg.tls.is_some(),
             mode = if cfg.mode.is_development() { "development" } else { "production" },
             routes = routes.load().routes().len(),
@@ -162,6 +200,7 @@ impl Gateway {
         );
         Ok(GatewayHandle {
             addr,
+            admin_addr,
             routes,
             capture,
             reloader,

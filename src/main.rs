@@ -65,6 +65,9 @@ enum SecretCommand {
     /// Hash a platform password read from standard input (argon2id) for a
     /// registry's `password_hash`.
     Hash,
+    /// Print a new random admin token and the SHA-256 to put in
+    /// `[[admin.tokens]]` (the token itself is shown once; store it safely).
+    Token,
 }
 
 fn main() -> ExitCode {
@@ -299,6 +302,13 @@ fn read_stdin_secret() -> Result<String, String> {
 fn secret(cmd: SecretCommand) -> ExitCode {
     let result = match cmd {
         SecretCommand::Keygen => Ok(SecretKey::generate().to_base64()),
+        SecretCommand::Token => {
+            let token = osb_gateway::admin::new_token();
+            Ok(format!(
+                "token:  {token}\nsha256: {}",
+                osb_gateway::admin::token_sha256_hex(&token)
+            ))
+        }
         SecretCommand::Hash => {
             read_stdin_secret().map(|p| osb_gateway::proxy::auth::hash_password(&p))
         }

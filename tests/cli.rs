@@ -200,7 +200,7 @@ async fn sighup_reloads_and_an_invalid_registry_keeps_the_old_routes() {
         .port();
     std::fs::write(
         dir.path().join("gateway.toml"),
-        format!("development_mode = true\n[listen]\naddress = \"127.0.0.1:{port}\"\n[registry]\nwatch = false\n[log]\nformat = \"json\"\n"),
+        format!("development_mode = true\n[listen]\naddress = \"127.0.0.1:{port}\"\n[registry]\nwatch = false\n[log]\nformat = \"json\"\n[admin]\naddress = \"127.0.0.1:0\"\n"),
     )
     .unwrap();
     let registry = |url: &str, dev: bool| {

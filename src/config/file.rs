@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    duration, CaptureConfig, ClickHouseConfig, ConfigError, GatewayConfig, LocalStoreConfig,
-    LogFormat, Mode, PoolSettings, RegistrySource, SecretKey, Timeouts, TlsFiles, SECRET_KEY_ENV,
+    duration, AdminConfig, AdminToken, CaptureConfig, ClickHouseConfig, ConfigError, GatewayConfig,
+    LocalStoreConfig, LogFormat, Mode, PoolSettings, RegistrySource, SecretKey, Timeouts, TlsFiles,
+    TokenScope, SECRET_KEY_ENV,
 };
 
 /// `gateway.toml` as written. See `config/gateway.example.toml` for every key.
@@ -43,6 +44,141 @@ pub struct GatewayFile {
     /// `[capture]`
     #[serde(default)]
     pub capture: CaptureFile,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: AdminFile,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Serve the admin listener (default true).
+    pub enabled: Option<bool>,
+    /// `host:port` (default `127.0.0.1:9443`, or `127.0.0.1:8081` in development mode).
+    pub address: Option<String>,
+    /// PEM chain (default: `listen.tls_cert`).
+    pub tls_cert: Option<String>,
+    /// PEM key (default: `listen.tls_key`).
+    pub tls_key: Option<String>,
+    /// `[[admin.tokens]]`
+    #[serde(default)]
+    pub tokens: Vec<TokenFile>,
+}
+
+/// `[[admin.tokens]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    /// Name shown in logs.
+    pub name: String,
+    /// Hex SHA-256 of the token (`osb-gateway secret token` prints both).
+    pub sha256: String,
+    /// `operator` or `owner`.
+    pub role: String,
+    /// The customer an `owner` token belongs to.
+    pub customer: Option<String>,
+}
+
+impl AdminFile {
+    fn validate(
+        self,
+        mode: Mode,
+        base: &Path,
+        listen_tls: &Option<TlsFiles>,
+    ) -> Result<AdminConfig, ConfigError> {
+        let default_addr = if mode.is_development() {
+            "127.0.0.1:8081"
+        } else {
+            "127.0.0.1:9443"
+        };
+        let text = self.address.as_deref().unwrap_or(default_addr);
+        let listen: SocketAddr = text.parse().map_err(|_| {
+            ConfigError::new(
+                "admin.address",
+                text,
+                "expected host:port, e.g. \"127.0.0.1:9443\"",
+            )
+        })?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert: base.join(c),
+                key: base.join(k),
+            }),
+            (None, None) => listen_tls.clone(),
+            _ => {
+                return Err(ConfigError::new(
+                    "admin.tls_cert",
+                    "",
+                    "set both admin.tls_cert and admin.tls_key, or neither",
+                ))
+            }
+        };
+        let mut tokens = Vec::new();
+        for (i, t) in self.tokens.into_iter().enumerate() {
+            let f = |n: &str| format!("admin.tokens[{i}].{n}");
+            if t.name.is_empty() {
+                return Err(ConfigError::new(f("name"), "", "missing"));
+            }
+            if tokens.iter().any(|x: &AdminToken| x.name == t.name) {
+                return Err(ConfigError::new(f("name"), &t.name, "duplicate token name"));
+            }
+            let raw: Vec<u8> = (0..t.sha256.len() / 2)
+                .filter_map(|j| {
+                    t.sha256
+                        .get(2 * j..2 * j + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
+                .collect();
+            let sha256: [u8; 32] = raw
+                .try_into()
+                .ok()
+                .filter(|_| t.sha256.len() == 64)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        f("sha256"),
+                        "(hash)",
+                        "expected 64 hex digits; make a token with `osb-gateway secret token`",
+                    )
+                })?;
+            let scope = match (t.role.as_str(), t.customer) {
+                ("operator", None) => TokenScope::Operator,
+                ("operator", Some(c)) => {
+                    return Err(ConfigError::new(
+                        f("customer"),
+                        c,
+                        "operator tokens see every customer; remove customer",
+                    ))
+                }
+                ("owner", Some(c)) if !c.is_empty() => TokenScope::Owner(c),
+                ("owner", _) => {
+                    return Err(ConfigError::new(
+                        f("customer"),
+                        "",
+                        "missing: an owner token belongs to one customer",
+                    ))
+                }
+                (other, _) => {
+                    return Err(ConfigError::new(
+                        f("role"),
+                        other,
+                        "expected \"operator\" or \"owner\"",
+                    ))
+                }
+            };
+            tokens.push(AdminToken {
+                name: t.name,
+                sha256,
+                scope,
+            });
+        }
+        Ok(AdminConfig {
+            enabled: self.enabled.unwrap_or(true),
+            listen,
+            tls,
+            tokens,
+        })
+    }
 }
 
 /// `[capture]`
@@ -478,7 +614,9 @@ impl GatewayFile {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "osb-gateway".into());
         let capture = self.capture.validate(mode, base, env)?;
+        let admin = self.admin.validate(mode, base, &tls)?;
         Ok(GatewayConfig {
+            admin,
             registry_watch,
             capture,
             mode,

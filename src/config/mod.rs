@@ -240,6 +240,52 @@ impl Default for LocalStoreConfig {
     }
 }
 
+/// What an admin token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Everything.
+    Operator,
+    /// Only the brokers of this customer (and their logs).
+    Owner(String),
+}
+
+/// An admin bearer token, stored as the SHA-256 of the token.
+///
+/// NB: tokens are 256-bit random strings (`osb-gateway secret token`), so a
+/// fast hash is as strong as a slow one here, unlike platform passwords,
+/// which people choose and which get argon2.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    /// Name shown in logs.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// What it may do.
+    pub scope: TokenScope,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Serve the admin listener at all.
+    pub enabled: bool,
+    /// Address (loopback by default).
+    pub listen: SocketAddr,
+    /// TLS (required outside development mode; defaults to the platform listener's files).
+    pub tls: Option<TlsFiles>,
+    /// Bearer tokens.
+    pub tokens: Vec<AdminToken>,
+}
+
 /// The validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -273,6 +319,8 @@ pub struct GatewayConfig {
     pub instance: String,
     /// Communication logs.
     pub capture: CaptureConfig,
+    /// The admin listener.
+    pub admin: AdminConfig,
 }
 
 impl GatewayConfig {

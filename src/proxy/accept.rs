@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::body::ResponseBody;
 use super::Proxy;
 use crate::config::TlsFiles;
 
@@ -62,6 +63,27 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// Something that answers HTTP requests: the proxy, or the admin plane.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers one request.
+    fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> impl std::future::Future<Output = http::Response<ResponseBody>> + Send;
+}
+
+impl Handler for Proxy {
+    async fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<ResponseBody> {
+        match self.handle(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
+
 /// Listener settings.
 pub struct ServeOptions {
     /// TLS, or `None` for plain text (development mode only; checked by config).
@@ -72,10 +94,10 @@ pub struct ServeOptions {
     pub grace: Duration,
 }
 
-/// Accepts connections until `shutdown` turns true, then drains.
-pub async fn serve(
+/// Accepts connections for `handler` until `shutdown` turns true, then drains.
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    proxy: Proxy,
+    handler: H,
     opts: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -107,13 +129,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let builder = builder.clone();
-        let proxy = proxy.clone();
+        let handler = handler.clone();
         let tls = opts.tls.clone();
         let handshake_timeout = opts.header_read_timeout;
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req).await }
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler.call(req).await) }
             });
             let result = match tls {
                 Some(acceptor) => {

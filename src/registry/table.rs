@@ -134,6 +134,8 @@ pub struct Route {
     pub client: UpstreamClient,
     /// Captures redact `parameters` for this broker.
     pub redact_parameters: bool,
+    /// The customer that owns the broker.
+    pub owner: String,
 }
 
 impl Route {
@@ -725,6 +727,7 @@ fn build_route(
         broker: broker.id.as_str().into(),
         location: location.into(),
         redact_parameters: broker.redact_parameters,
+        owner: broker.owner.clone(),
         endpoint,
         username: e.username.clone(),
         password_source: source.masked(),

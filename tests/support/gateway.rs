@@ -13,6 +13,11 @@ use super::tls::TestCa;
 
 /// The platform password every test platform uses.
 pub const PLATFORM_PW: &str = "platform-pw";
+/// Admin token with the operator role in every test gateway.
+pub const OPERATOR_TOKEN: &str = "osbgw_test_operator_token";
+/// Admin token owned by customer "acme" in every test gateway.
+pub const ACME_TOKEN: &str = "osbgw_test_acme_owner_token";
+
 /// The broker password tests put in `env:BROKER_PW`.
 pub const BROKER_PW: &str = "broker-pw-Zq9";
 
@@ -64,6 +69,13 @@ impl TestGateway {
             None
         };
         gw.push_str("\n[shutdown]\ngrace_period = \"5s\"\n");
+        if !opts.tables.contains("[admin]") {
+            gw.push_str(&format!(
+                "\n[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"operator\"\n[[admin.tokens]]\nname = \"acme-owner\"\nsha256 = \"{}\"\nrole = \"owner\"\ncustomer = \"acme\"\n",
+                osb_gateway::admin::token_sha256_hex(OPERATOR_TOKEN),
+                osb_gateway::admin::token_sha256_hex(ACME_TOKEN),
+            ));
+        }
         if !opts.tables.contains("[registry]") {
             // Tests reload explicitly unless they test the watcher.
             gw.push_str("\n[registry]\nwatch = false\n");
@@ -102,6 +114,13 @@ impl TestGateway {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        let port = self.handle.as_ref().unwrap().admin_addr.unwrap().port();
+        format!("{scheme}://127.0.0.1:{port}{path}")
     }
 
     pub fn url(&self, path: &str) -> String {

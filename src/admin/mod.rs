@@ -1,0 +1,296 @@
+//! The admin listener, separate from the platform listener (loopback by
+//! default, TLS outside development mode).
+//!
+//! * `GET /healthz` -- 200 while the process runs.
+//! * `GET /readyz` -- 200 once routes are loaded and the platform listener is up.
+//! * `GET /metrics` -- Prometheus text: capture counters, reloads, routes.
+//! * `GET /admin/v1/routes` -- every route with its settings, secrets masked
+//!   (an owner token sees only its customer's brokers).
+//! * `POST /admin/v1/reload` -- rebuild the route table from the registry
+//!   file; 200 with what changed, 400 with why it was refused (operator only).
+//!
+//! `/admin/v1/*` needs `Authorization: Bearer TOKEN`. Answers are JSON; errors
+//! are `{"error": ..., "description": ...}`.
+//! Arrows: `admin` uses `registry`, `capture` and the listener from `proxy`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use rand::RngCore as _;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::capture::CaptureMetrics;
+use crate::config::duration;
+use crate::config::{AdminToken, TokenScope};
+use crate::proxy::accept::Handler;
+use crate::proxy::body::ResponseBody;
+use crate::registry::{Reloader, Routes};
+
+/// A new random admin token (256 bits, base64url).
+pub fn new_token() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!(
+        "osbgw_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    )
+}
+
+/// Hex SHA-256 of a token, as `[[admin.tokens]]` stores it.
+pub fn token_sha256_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Everything the admin plane reads or acts on.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<AdminInner>,
+}
+
+struct AdminInner {
+    routes: Routes,
+    reloader: Arc<Reloader>,
+    capture: Arc<CaptureMetrics>,
+    tokens: Vec<AdminToken>,
+    ready: Arc<AtomicBool>,
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response<ResponseBody> {
+    json_response(status, json!({"error": code, "description": description}))
+}
+
+impl Admin {
+    /// The admin plane over the running gateway's parts.
+    pub fn new(
+        routes: Routes,
+        reloader: Arc<Reloader>,
+        capture: Arc<CaptureMetrics>,
+        tokens: Vec<AdminToken>,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        Admin {
+            inner: Arc::new(AdminInner {
+                routes,
+                reloader,
+                capture,
+                tokens,
+                ready,
+            }),
+        }
+    }
+
+    fn token(&self, req: &Request<Incoming>) -> Option<&AdminToken> {
+        let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = v.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        // NB: compare against every token, in constant time each.
+        let mut found = None;
+        for t in &self.inner.tokens {
+            if bool::from(t.sha256.ct_eq(&digest)) {
+                found = Some(t);
+            }
+        }
+        found
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
+            (&Method::GET, "/readyz") => {
+                if self.inner.ready.load(Relaxed) {
+                    text(StatusCode::OK, "ready\n".into())
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+                }
+            }
+            (&Method::GET, "/metrics") => {
+                let mut r = text(StatusCode::OK, self.metrics());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            (_, p) if p.starts_with("/admin/v1/") => {
+                let Some(token) = self.token(&req) else {
+                    let mut r = error(
+                        StatusCode::UNAUTHORIZED,
+                        "Unauthorized",
+                        "missing or unknown bearer token",
+                    );
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"osb-gateway admin\""),
+                    );
+                    return r;
+                };
+                match (req.method(), p) {
+                    (&Method::GET, "/admin/v1/routes") => self.list_routes(token),
+                    (&Method::POST, "/admin/v1/reload") => self.reload(token).await,
+                    (_, "/admin/v1/routes" | "/admin/v1/reload") => error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "MethodNotAllowed",
+                        &format!("{} is not allowed on {p}", req.method()),
+                    ),
+                    _ => error(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("no admin endpoint {p}"),
+                    ),
+                }
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("no endpoint {path}"),
+            ),
+        }
+    }
+
+    fn list_routes(&self, token: &AdminToken) -> Response<ResponseBody> {
+        let table = self.inner.routes.load_full();
+        let routes: Vec<_> = table
+            .routes()
+            .into_iter()
+            .filter(|(r, _)| match &token.scope {
+                TokenScope::Operator => true,
+                TokenScope::Owner(c) => &r.owner == c,
+            })
+            .map(|(r, approved)| {
+                json!({
+                    "broker": &*r.broker,
+                    "location": &*r.location,
+                    "owner": r.owner,
+                    "endpoint": r.endpoint.url(),
+                    "approved": approved,
+                    "development_mode": r.development_mode,
+                    "username": r.username,
+                    "password": r.password_source,
+                    "ca_bundle": r.ca_bundle.as_ref().map(|p| p.display().to_string()),
+                    "timeouts": {
+                        "connect": duration::format(r.timeouts.connect),
+                        "response": duration::format(r.timeouts.response),
+                        "idle": duration::format(r.timeouts.idle),
+                    },
+                    "redact_parameters": r.redact_parameters,
+                })
+            })
+            .collect();
+        json_response(
+            StatusCode::OK,
+            json!({"generation": self.inner.reloader.generation(), "routes": routes}),
+        )
+    }
+
+    async fn reload(&self, token: &AdminToken) -> Response<ResponseBody> {
+        if token.scope != TokenScope::Operator {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "reloading the registry needs an operator token",
+            );
+        }
+        match self
+            .inner
+            .reloader
+            .reload(&format!("admin API ({})", token.name))
+            .await
+        {
+            Ok(report) => json_response(
+                StatusCode::OK,
+                serde_json::to_value(report).unwrap_or_default(),
+            ),
+            Err(e) => error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRegistry",
+                &format!("{e}; the current routes keep serving"),
+            ),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = self.inner.capture.render_prometheus();
+        let r = &self.inner.reloader.metrics;
+        let routes = self.inner.routes.load().routes().len();
+        let lines = [
+            (
+                "osb_gateway_reloads_total",
+                "counter",
+                "Registry reloads swapped in.",
+                r.reloads.load(Relaxed) as f64,
+            ),
+            (
+                "osb_gateway_reload_failures_total",
+                "counter",
+                "Registry reloads refused (old routes kept).",
+                r.failures.load(Relaxed) as f64,
+            ),
+            (
+                "osb_gateway_reload_last_seconds",
+                "gauge",
+                "Duration of the last successful reload.",
+                r.last_duration_us.load(Relaxed) as f64 / 1e6,
+            ),
+            (
+                "osb_gateway_routes",
+                "gauge",
+                "Routes in the serving table.",
+                routes as f64,
+            ),
+            (
+                "osb_gateway_route_table_generation",
+                "gauge",
+                "Generation of the serving route table.",
+                self.inner.reloader.generation() as f64,
+            ),
+        ];
+        for (name, kind, help, v) in lines {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        out
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+impl Handler for Admin {
+    async fn call(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        self.route(req).await
+    }
+}
