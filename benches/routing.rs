@@ -53,6 +53,10 @@ fn registry(routes: usize) -> RegistryFile {
 }
 
 fn table(routes: usize) -> RouteTable {
+    build(&registry(routes), None)
+}
+
+fn build(reg: &RegistryFile, previous: Option<&RouteTable>) -> RouteTable {
     let cx = BuildContext {
         mode: Mode::Production,
         secret_key: None,
@@ -60,8 +64,23 @@ fn table(routes: usize) -> RouteTable {
         env: &|_| Some("pw".into()),
         timeouts: Timeouts::default(),
         pool: PoolSettings::default(),
+        previous,
     };
-    RouteTable::build(&registry(routes), &cx).expect("valid")
+    RouteTable::build(reg, &cx).expect("valid")
+}
+
+/// What a reload of a 10,000-route registry costs (validation, secrets,
+/// clients), from scratch and with the serving table's clients reused.
+fn reload_build(c: &mut Criterion) {
+    let reg = registry(10_000);
+    let serving = build(&reg, None);
+    let mut g = c.benchmark_group("reload_build_10000_routes");
+    g.sample_size(10);
+    g.bench_function("fresh", |b| b.iter(|| black_box(build(&reg, None))));
+    g.bench_function("reusing_clients", |b| {
+        b.iter(|| black_box(build(&reg, Some(&serving))))
+    });
+    g.finish();
 }
 
 fn route_lookup(c: &mut Criterion) {
@@ -105,5 +124,5 @@ fn classification(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_lookup, classification);
+criterion_group!(benches, route_lookup, classification, reload_build);
 criterion_main!(benches);

@@ -202,3 +202,23 @@ async fn a_changed_registry_file_is_picked_up() {
     .await;
     assert_eq!(gw.reloader().generation(), 2);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_warm_pools_of_unchanged_upstreams() {
+    let a = Broker::http(answer(200, r#"{"from":"a"}"#)).await;
+    let b = Broker::http(answer(200, r#"{"from":"b"}"#)).await;
+    let gw = TestGateway::dev(&registry(&[("pg", &a.url("")), ("other", &b.url(""))])).await;
+    assert_eq!(from(&gw, "pg").await, "a");
+    assert_eq!(a.connections.load(SeqCst), 1);
+    // Unchanged upstream a; broker "other" moves from b to a new path on b.
+    gw.write_registry(&registry(&[("pg", &a.url("")), ("other", &b.url("/v9"))]));
+    gw.reloader().reload("test").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(from(&gw, "pg").await, "a");
+    }
+    assert_eq!(
+        a.connections.load(SeqCst),
+        1,
+        "the keep-alive connection survived the reload"
+    );
+}

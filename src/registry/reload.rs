@@ -38,6 +38,19 @@ pub fn load(
     cfg: &GatewayConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RouteTable, LoadError> {
+    load_after(cfg, env, None)
+}
+
+/// As [`load`], reusing the upstream clients (and their warm connection
+/// pools) of `previous` for upstreams that did not change.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_after(
+    cfg: &GatewayConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    previous: Option<&RouteTable>,
+) -> Result<RouteTable, LoadError> {
     let (text, base, name) = match &cfg.registry {
         RegistrySource::File(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
@@ -67,6 +80,7 @@ pub fn load(
         env,
         timeouts: cfg.timeouts,
         pool: cfg.pool,
+        previous,
     };
     Ok(RouteTable::build(&file, &cx)?)
 }
@@ -137,8 +151,8 @@ impl Reloader {
     pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, LoadError> {
         let _writer = self.writer.lock().await;
         let started = Instant::now();
-        let (cfg, env) = (self.cfg.clone(), self.env.clone());
-        let built = tokio::task::spawn_blocking(move || load(&cfg, &*env))
+        let (cfg, env, serving) = (self.cfg.clone(), self.env.clone(), self.routes.load_full());
+        let built = tokio::task::spawn_blocking(move || load_after(&cfg, &*env, Some(&serving)))
             .await
             .unwrap_or_else(|e| {
                 Err(ConfigError::new("registry", "", format!("reload task failed: {e}")).into())

@@ -15,7 +15,7 @@ use super::{RegistryError, RegistryErrors};
 use crate::config::file::opt_duration;
 use crate::config::secret::{SecretContext, SecretSource};
 use crate::config::{Mode, PoolSettings, SecretKey, Timeouts};
-use crate::upstream::{ClientFactory, Trust, UpstreamClient};
+use crate::upstream::{ClientFactory, Clients, Trust, UpstreamClient};
 
 /// The location name of private registrations in URLs.
 pub const PRIVATE: &str = "private";
@@ -36,6 +36,8 @@ pub struct BuildContext<'a> {
     pub timeouts: Timeouts,
     /// Upstream pool settings.
     pub pool: PoolSettings,
+    /// Clients of the table serving now, reused for unchanged upstreams.
+    pub previous: Option<&'a RouteTable>,
 }
 
 /// A broker's absolute base URL, split for joining request paths onto it.
@@ -80,6 +82,11 @@ impl Endpoint {
             url: format!("{scheme}://{authority}{base_path}"),
             base_path,
         })
+    }
+
+    /// `host:port` as written.
+    pub fn authority(&self) -> &str {
+        self.authority.as_str()
     }
 
     /// `true` for `https://`.
@@ -233,6 +240,7 @@ pub struct RouteTable {
     brokers: HashMap<String, BrokerEntry>,
     platforms: HashMap<String, Arc<Platform>>,
     cache_salt: [u8; 16],
+    clients: Clients,
 }
 
 /// Allowed in ids and location names: RFC 3986 unreserved characters.
@@ -263,7 +271,10 @@ impl RouteTable {
     /// Every problem found, each naming the broker or platform, field and value.
     pub fn build(reg: &RegistryFile, cx: &BuildContext<'_>) -> Result<Self, RegistryErrors> {
         let mut errs = Collector(Vec::new());
-        let mut factory = ClientFactory::new(cx.pool);
+        let mut factory = ClientFactory::new(
+            cx.pool,
+            cx.previous.map(|t| t.clients.clone()).unwrap_or_default(),
+        );
 
         let mut locations = HashSet::new();
         for (i, l) in reg.locations.iter().enumerate() {
@@ -463,6 +474,7 @@ impl RouteTable {
             brokers,
             platforms,
             cache_salt,
+            clients: factory.into_clients(),
         })
     }
 
@@ -705,7 +717,11 @@ fn build_route(
             ca_bundle: ca_bundle.clone(),
         }
     };
-    let client = match factory.client(&trust, timeouts.connect) {
+    let authority = endpoint
+        .as_ref()
+        .map(|e| e.authority().to_string())
+        .unwrap_or_default();
+    let client = match factory.client(&trust, timeouts.connect, &authority) {
         Ok(c) => Some(c),
         Err(r) => {
             errs.push(obj, f("ca_bundle"), e.ca_bundle.as_deref().unwrap_or(""), r);

@@ -37,28 +37,62 @@ pub enum Trust {
 
 /// What distinguishes one client (and so one pool) from another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
+pub struct ClientKey {
     trust: Trust,
     connect_timeout: Duration,
+    /// `host:port` of the upstream: one pool per upstream, so a reload can
+    /// keep the pools of unchanged upstreams and drop the others.
+    authority: String,
 }
 
-/// Builds clients for one route table, sharing one client among routes with
-/// the same trust and connect timeout.
+/// Clients by key, as a built route table holds them.
+pub type Clients = HashMap<ClientKey, UpstreamClient>;
+
+/// Builds clients for one route table. Seeded with the clients of the table
+/// serving now, it hands back the same client (and so the same warm pool)
+/// for an upstream that did not change.
 pub struct ClientFactory {
     pool: PoolSettings,
-    clients: HashMap<ClientKey, UpstreamClient>,
+    previous: Clients,
+    clients: Clients,
+    tls: HashMap<Trust, rustls::ClientConfig>,
 }
 
 impl ClientFactory {
-    /// A factory with the given pool settings.
-    pub fn new(pool: PoolSettings) -> Self {
+    /// A factory with the given pool settings, reusing `previous` clients.
+    pub fn new(pool: PoolSettings, previous: Clients) -> Self {
         ClientFactory {
             pool,
+            previous,
             clients: HashMap::new(),
+            tls: HashMap::new(),
         }
     }
 
-    /// The client for a trust configuration.
+    /// The clients handed out so far.
+    pub fn into_clients(self) -> Clients {
+        self.clients
+    }
+
+    fn tls_config(&mut self, trust: &Trust) -> Result<rustls::ClientConfig, String> {
+        if let Some(c) = self.tls.get(trust) {
+            return Ok(c.clone());
+        }
+        let cfg = match trust {
+            Trust::Verified { ca_bundle } => {
+                let extra = match ca_bundle {
+                    Some(p) => tls::read_ca_bundle(p)?,
+                    None => Vec::new(),
+                };
+                tls::verified(&extra)?
+            }
+            Trust::Development => tls::development_unverified(),
+        };
+        self.tls.insert(trust.clone(), cfg.clone());
+        Ok(cfg)
+    }
+
+    /// The client for an upstream.
     ///
     /// # Errors
     /// When the CA bundle cannot be read or used.
@@ -66,36 +100,33 @@ impl ClientFactory {
         &mut self,
         trust: &Trust,
         connect_timeout: Duration,
+        authority: &str,
     ) -> Result<UpstreamClient, String> {
         let key = ClientKey {
             trust: trust.clone(),
             connect_timeout,
+            authority: authority.to_string(),
         };
         if let Some(c) = self.clients.get(&key) {
             return Ok(c.clone());
         }
+        // NB: a CA bundle is re-read on every reload (it may have been
+        // rotated), so a verified client with a bundle is never reused.
+        let reusable = !matches!(trust, Trust::Verified { ca_bundle: Some(_) });
+        if let Some(c) = self.previous.get(&key).filter(|_| reusable) {
+            self.clients.insert(key, c.clone());
+            return Ok(c.clone());
+        }
+        let tls_config = self.tls_config(trust)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config);
         let connector = match trust {
-            Trust::Verified { ca_bundle } => {
-                let extra = match ca_bundle {
-                    Some(p) => tls::read_ca_bundle(p)?,
-                    None => Vec::new(),
-                };
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls::verified(&extra)?)
-                    .https_only()
-                    .enable_http1()
-                    .wrap_connector(http)
-            }
-            Trust::Development => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls::development_unverified())
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http),
+            Trust::Verified { .. } => builder.https_only().enable_http1().wrap_connector(http),
+            Trust::Development => builder.https_or_http().enable_http1().wrap_connector(http),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())

@@ -36,6 +36,8 @@ pub struct Seen {
 pub struct Broker {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -88,11 +90,14 @@ impl Broker {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let is_tls = tls.is_some();
         let seen2 = seen.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let handler = handler.clone();
                 let seen = seen2.clone();
                 let tls = tls.clone();
@@ -123,6 +128,7 @@ impl Broker {
         Broker {
             addr,
             tls: is_tls,
+            connections,
             seen,
             task,
         }

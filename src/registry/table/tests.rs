@@ -12,6 +12,7 @@ fn cx<'a>(mode: Mode) -> BuildContext<'a> {
         env: &|n| (n == "BROKER_PW").then(|| "from-env".to_string()),
         timeouts: Timeouts::default(),
         pool: PoolSettings::default(),
+        previous: None,
     }
 }
 
