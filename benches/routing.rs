@@ -22,7 +22,6 @@ fn registry(routes: usize) -> RegistryFile {
             id: format!("broker-{i}"),
             name: String::new(),
             owner: "acme".into(),
-            redact_parameters: false,
             private: None,
             publications: ["global".to_string(), locations[i % 10].clone()]
                 .into_iter()
@@ -37,6 +36,7 @@ fn registry(routes: usize) -> RegistryFile {
                     },
                 })
                 .collect(),
+            ..Default::default()
         })
         .collect();
     RegistryFile {
@@ -65,6 +65,7 @@ fn build(reg: &RegistryFile, previous: Option<&RouteTable>) -> RouteTable {
         timeouts: Timeouts::default(),
         pool: PoolSettings::default(),
         previous,
+        metrics: None,
     };
     RouteTable::build(reg, &cx).expect("valid")
 }

@@ -16,12 +16,15 @@
 pub mod admin;
 pub mod body;
 pub mod capture;
+pub mod catalog;
 pub mod config;
+pub mod metrics;
 pub mod osb;
 pub mod proxy;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod timefmt;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -94,7 +97,12 @@ pub struct GatewayHandle {
     pub capture: CaptureHandle,
     /// Validate-then-swap reloads of the registry.
     pub reloader: Arc<Reloader>,
+    /// The catalog cache and refresher.
+    pub catalogs: Arc<catalog::Catalogs>,
+    /// Request counters by route.
+    pub requests: Arc<metrics::RequestMetrics>,
     watcher: Option<JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -112,9 +120,24 @@ impl Gateway {
     ///
     /// # Errors
     /// As [`Gateway::spawn`].
-    pub async fn spawn_with_env(cfg: GatewayConfig, env: Env) -> Result<GatewayHandle, StartError> {
-        let stamp = registry::reload::file_stamp(&cfg.registry);
-        let table = load_registry(&cfg, &*env)?;
+    pub async fn spawn_with_env(
+        mut cfg: GatewayConfig,
+        env: Env,
+    ) -> Result<GatewayHandle, StartError> {
+        let requests = Arc::new(metrics::RequestMetrics::default());
+        let loaded = registry::load_for_serving(&cfg, &*env, &requests).map_err(|e| match e {
+            registry::LoadError::File(c) => StartError::Config(c),
+            registry::LoadError::Invalid(r) => StartError::Registry(r),
+        })?;
+        if cfg.secret_key.is_none()
+            && cfg.mode.is_development()
+            && matches!(cfg.registry, config::RegistrySource::Embedded(_))
+        {
+            // NB: the embedded registry lives in memory, so passwords set
+            // through the admin API need a key only for this process's life.
+            cfg.secret_key = Some(config::SecretKey::generate());
+            tracing::info!("no secret key configured: using a temporary one for passwords set through the admin API (the embedded registry is not written to disk)");
+        }
         let tls = match &cfg.tls {
             Some(files) => Some(proxy::accept::tls_acceptor(files).map_err(StartError::Tls)?),
             None => None,
@@ -129,7 +152,7 @@ impl Gateway {
             addr: cfg.listen,
             source,
         })?;
-        let routes = Routes::new(table);
+        let routes = Routes::new(loaded.table);
         let capture = CaptureHandle::start(
             &cfg.capture,
             &CapturePaths::under(&cfg.data_dir),
@@ -140,10 +163,29 @@ impl Gateway {
             source,
         })?;
         let cfg = Arc::new(cfg);
-        let reloader = Arc::new(Reloader::new(routes.clone(), cfg.clone(), env));
+        let reloader = Arc::new(Reloader::new(
+            routes.clone(),
+            cfg.clone(),
+            env,
+            requests.clone(),
+            loaded.file,
+            loaded.stamp,
+        ));
         let watcher = cfg
             .registry_watch
-            .map(|every| tokio::spawn(reloader.clone().watch(every, stamp)));
+            .map(|every| tokio::spawn(reloader.clone().watch(every)));
+        let catalogs = Arc::new(catalog::Catalogs::default());
+        {
+            let c = catalogs.clone();
+            capture.set_enricher(Arc::new(move |r| c.enrich(r)));
+        }
+        let refresher = cfg.catalog_refresh.then(|| {
+            tokio::spawn(
+                catalogs
+                    .clone()
+                    .run_timer(reloader.clone(), std::time::Duration::from_secs(1)),
+            )
+        });
         let (shutdown, rx) = watch::channel(false);
         let opts = proxy::accept::ServeOptions {
             tls,
@@ -166,13 +208,15 @@ impl Gateway {
                 addr: cfg.admin.listen,
                 source,
             })?;
-            let admin = admin::Admin::new(
-                routes.clone(),
-                reloader.clone(),
-                capture.metrics(),
-                cfg.admin.tokens.clone(),
-                ready.clone(),
-            );
+            let admin = admin::Admin::new(admin::AdminParts {
+                routes: routes.clone(),
+                reloader: reloader.clone(),
+                capture: capture.metrics(),
+                catalogs: catalogs.clone(),
+                requests: requests.clone(),
+                tokens: cfg.admin.tokens.clone(),
+                ready: ready.clone(),
+            });
             let opts = proxy::accept::ServeOptions {
                 tls: admin_tls,
                 header_read_timeout: cfg.header_read_timeout,
@@ -185,7 +229,7 @@ impl Gateway {
         };
         let task = tokio::spawn(proxy::accept::serve(
             listener,
-            proxy::Proxy::new(routes.clone(), capture.tx()),
+            proxy::Proxy::new(routes.clone(), capture.tx(), requests.clone()),
             opts,
             rx,
         ));
@@ -204,7 +248,10 @@ impl Gateway {
             routes,
             capture,
             reloader,
+            catalogs,
+            requests,
             watcher,
+            refresher,
             shutdown,
             task,
         })
@@ -217,6 +264,9 @@ impl GatewayHandle {
     pub async fn shutdown(self) {
         if let Some(w) = &self.watcher {
             w.abort();
+        }
+        if let Some(r) = &self.refresher {
+            r.abort();
         }
         let _ = self.shutdown.send(true);
         let _ = self.task.await;

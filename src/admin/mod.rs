@@ -11,7 +11,11 @@
 //!
 //! `/admin/v1/*` needs `Authorization: Bearer TOKEN`. Answers are JSON; errors
 //! are `{"error": ..., "description": ...}`.
-//! Arrows: `admin` uses `registry`, `capture` and the listener from `proxy`.
+//! Broker lifecycle endpoints: see [`brokers`].
+//! Arrows: `admin` uses `registry`, `catalog`, `capture`, `metrics` and the
+//! listener from `proxy`.
+
+mod brokers;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -28,8 +32,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::capture::CaptureMetrics;
+use crate::catalog::{Catalogs, RouteCatalog};
 use crate::config::duration;
 use crate::config::{AdminToken, TokenScope};
+use crate::metrics::RequestMetrics;
 use crate::proxy::accept::Handler;
 use crate::proxy::body::ResponseBody;
 use crate::registry::{Reloader, Routes};
@@ -58,13 +64,25 @@ pub struct Admin {
     inner: Arc<AdminInner>,
 }
 
-struct AdminInner {
-    routes: Routes,
-    reloader: Arc<Reloader>,
-    capture: Arc<CaptureMetrics>,
-    tokens: Vec<AdminToken>,
-    ready: Arc<AtomicBool>,
+/// The parts of a running gateway the admin plane works on.
+pub struct AdminParts {
+    /// The live route table.
+    pub routes: Routes,
+    /// Reloads and registry changes.
+    pub reloader: Arc<Reloader>,
+    /// Capture counters.
+    pub capture: Arc<CaptureMetrics>,
+    /// Catalog cache and refresher.
+    pub catalogs: Arc<Catalogs>,
+    /// Request counters.
+    pub requests: Arc<RequestMetrics>,
+    /// Accepted bearer tokens.
+    pub tokens: Vec<AdminToken>,
+    /// Set once the platform listener is up.
+    pub ready: Arc<AtomicBool>,
 }
+
+type AdminInner = AdminParts;
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
@@ -80,23 +98,19 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response<Response
     json_response(status, json!({"error": code, "description": description}))
 }
 
+fn method_not_allowed(method: &Method, path: &str) -> Response<ResponseBody> {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &format!("{method} is not allowed on {path}"),
+    )
+}
+
 impl Admin {
     /// The admin plane over the running gateway's parts.
-    pub fn new(
-        routes: Routes,
-        reloader: Arc<Reloader>,
-        capture: Arc<CaptureMetrics>,
-        tokens: Vec<AdminToken>,
-        ready: Arc<AtomicBool>,
-    ) -> Self {
+    pub fn new(parts: AdminParts) -> Self {
         Admin {
-            inner: Arc::new(AdminInner {
-                routes,
-                reloader,
-                capture,
-                tokens,
-                ready,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
@@ -149,14 +163,15 @@ impl Admin {
                     );
                     return r;
                 };
-                match (req.method(), p) {
-                    (&Method::GET, "/admin/v1/routes") => self.list_routes(token),
-                    (&Method::POST, "/admin/v1/reload") => self.reload(token).await,
-                    (_, "/admin/v1/routes" | "/admin/v1/reload") => error(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "MethodNotAllowed",
-                        &format!("{} is not allowed on {p}", req.method()),
-                    ),
+                let token = token.clone();
+                let method = req.method().clone();
+                match (&method, p) {
+                    (&Method::GET, "/admin/v1/routes") => self.list_routes(&token),
+                    (&Method::POST, "/admin/v1/reload") => self.reload(&token).await,
+                    (_, "/admin/v1/routes" | "/admin/v1/reload") => method_not_allowed(&method, p),
+                    (_, p) if p == "/admin/v1/brokers" || p.starts_with("/admin/v1/brokers/") => {
+                        self.brokers(&token, req).await
+                    }
                     _ => error(
                         StatusCode::NOT_FOUND,
                         "NotFound",
@@ -174,6 +189,7 @@ impl Admin {
 
     fn list_routes(&self, token: &AdminToken) -> Response<ResponseBody> {
         let table = self.inner.routes.load_full();
+        let capture_cap = self.inner.reloader.config().capture.max_body_bytes;
         let routes: Vec<_> = table
             .routes()
             .into_iter()
@@ -198,6 +214,10 @@ impl Admin {
                         "idle": duration::format(r.timeouts.idle),
                     },
                     "redact_parameters": r.redact_parameters,
+                    "capture_max_body_bytes": capture_cap,
+                    "deactivated": r.deactivated,
+                    "staged_password": r.staged_password_source,
+                    "catalog": catalog_summary(self.inner.catalogs.get(&r.key())),
                 })
             })
             .collect();
@@ -235,6 +255,8 @@ impl Admin {
 
     fn metrics(&self) -> String {
         let mut out = self.inner.capture.render_prometheus();
+        self.inner.requests.render(&mut out);
+        self.inner.catalogs.render(&mut out);
         let r = &self.inner.reloader.metrics;
         let routes = self.inner.routes.load().routes().len();
         let lines = [
@@ -276,6 +298,24 @@ impl Admin {
             );
         }
         out
+    }
+}
+
+/// The refresh state of a route's catalog, as the admin views show it.
+fn catalog_summary(c: Option<RouteCatalog>) -> serde_json::Value {
+    match c {
+        None => json!({"state": "not fetched yet"}),
+        Some(c) => json!({
+            "services": c.services.len(),
+            "plans": c.services.iter().map(|s| s.plans.len()).sum::<usize>(),
+            "last_attempt": c.last_attempt.map(crate::timefmt::rfc3339),
+            "last_success": c.last_success.map(crate::timefmt::rfc3339),
+            "last_error": c.last_error,
+            "refreshes": c.refreshes,
+            "not_modified": c.not_modified,
+            "failures": c.failures,
+            "staged_password": c.staged_password,
+        }),
     }
 }
 

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::body::Tap;
 use super::record::{BodyData, Outcome, RawExchange};
 use super::CaptureTx;
+use crate::metrics::RouteStats;
 use crate::osb::Operation;
 
 /// Which body.
@@ -84,6 +85,9 @@ pub struct Exchange {
     pub request_headers: HeaderMap,
     /// The route redacts `parameters`.
     pub redact_parameters: bool,
+    /// Request counters of the route (or of unrouted requests).
+    pub stats: Option<Arc<RouteStats>>,
+    error_kind: OnceLock<&'static str>,
     response: OnceLock<ResponseHead>,
     failure: OnceLock<(Outcome, String)>,
     request_body: OnceLock<(BodyData, BodyEnd)>,
@@ -116,6 +120,8 @@ impl Exchange {
             upstream_url: String::new(),
             request_headers: HeaderMap::new(),
             redact_parameters: false,
+            stats: None,
+            error_kind: OnceLock::new(),
             response: OnceLock::new(),
             failure: OnceLock::new(),
             request_body: OnceLock::new(),
@@ -151,6 +157,12 @@ impl Exchange {
     /// Records that the gateway answered itself, and why.
     pub fn fail(&self, outcome: Outcome, cause: String) {
         let _ = self.failure.set((outcome, cause));
+    }
+
+    /// Names the kind of an upstream failure for the metrics (one of
+    /// `metrics::UPSTREAM_ERROR_KINDS`).
+    pub fn set_error_kind(&self, kind: &'static str) {
+        let _ = self.error_kind.set(kind);
     }
 
     /// Records a body the gateway wrote itself (error answers).
@@ -223,6 +235,17 @@ impl Drop for Exchange {
         let duration = self.start.elapsed();
         let head = self.response.take();
         let status = head.as_ref().map(|h| h.status.as_u16()).unwrap_or(0);
+        if let Some(stats) = &self.stats {
+            stats.observe(self.operation, status, duration);
+            if matches!(outcome, Outcome::Timeout | Outcome::UpstreamError) {
+                let kind = match (self.error_kind.get(), outcome) {
+                    (Some(k), _) => k,
+                    (None, Outcome::Timeout) => "idle_timeout",
+                    (None, _) => "protocol",
+                };
+                stats.upstream_error(kind);
+            }
+        }
         tracing::info!(
             target: "osb_gateway::exchange",
             request_id = %self.request_id,

@@ -73,7 +73,13 @@ struct TxInner {
     spool: Option<Arc<Mutex<Segments>>>,
     feed: broadcast::Sender<Arc<CaptureRecord>>,
     warned_drop: AtomicBool,
+    enricher: std::sync::OnceLock<Enricher>,
 }
+
+/// Adds what the capture pipeline cannot know itself to each record before
+/// it is stored or tailed (the catalog's service and plan names). Runs on
+/// the pipeline task, never on the proxy's path.
+pub type Enricher = Arc<dyn Fn(&mut CaptureRecord) + Send + Sync>;
 
 /// The proxy's handle on the capture queue. Cheap to clone; `send` never blocks.
 #[derive(Clone)]
@@ -93,6 +99,7 @@ impl CaptureTx {
             spool: None,
             feed,
             warned_drop: AtomicBool::new(false),
+            enricher: std::sync::OnceLock::new(),
         }))
     }
 
@@ -222,6 +229,7 @@ impl CaptureHandle {
             spool: Some(spool.clone()),
             feed,
             warned_drop: AtomicBool::new(false),
+            enricher: std::sync::OnceLock::new(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let pipeline = pipeline::Pipeline::new(cfg, paths, inner.clone(), rx, spool, stop_rx)?;
@@ -232,6 +240,11 @@ impl CaptureHandle {
             task: Some(task),
             metrics,
         })
+    }
+
+    /// Installs the record enricher (once; later calls are ignored).
+    pub fn set_enricher(&self, enricher: Enricher) {
+        let _ = self.tx.0.enricher.set(enricher);
     }
 
     /// The proxy's sender.

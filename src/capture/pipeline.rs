@@ -151,7 +151,11 @@ impl Pipeline {
             .metrics
             .queue_bytes
             .fetch_sub(q.weight as u64, Relaxed);
-        let record = Arc::new(q.raw.into_record(&self.inner.redactor));
+        let mut record = q.raw.into_record(&self.inner.redactor);
+        if let Some(enrich) = self.inner.enricher.get() {
+            enrich(&mut record);
+        }
+        let record = Arc::new(record);
         // NB: broadcast::send never waits; a slow subscriber lags on its own.
         let _ = self.inner.feed.send(record.clone());
         self.batch_bytes += q.weight;

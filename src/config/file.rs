@@ -47,6 +47,18 @@ pub struct GatewayFile {
     /// `[admin]`
     #[serde(default)]
     pub admin: AdminFile,
+    /// `[catalog]`
+    #[serde(default)]
+    pub catalog: CatalogFile,
+}
+
+/// `[catalog]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    /// Refresh catalogs on a timer (default true; each broker's interval is
+    /// its `catalog_refresh`, default 1h). On-demand refreshes work either way.
+    pub refresh: Option<bool>,
 }
 
 /// `[admin]`
@@ -616,6 +628,7 @@ impl GatewayFile {
         let capture = self.capture.validate(mode, base, env)?;
         let admin = self.admin.validate(mode, base, &tls)?;
         Ok(GatewayConfig {
+            catalog_refresh: self.catalog.refresh.unwrap_or(true),
             admin,
             registry_watch,
             capture,

@@ -299,6 +299,8 @@ pub struct GatewayConfig {
     pub registry: RegistrySource,
     /// How often the registry file is checked for changes (`None`: never).
     pub registry_watch: Option<Duration>,
+    /// Refresh broker catalogs on a timer (`[catalog] refresh`).
+    pub catalog_refresh: bool,
     /// Key for `enc:v1:` secrets, if configured.
     pub secret_key: Option<SecretKey>,
     /// Default upstream timeouts.

@@ -8,6 +8,8 @@ use http::Method;
 
 /// `X-Broker-API-Version`: `MAJOR.MINOR`, required by the spec, passed through unchanged.
 pub const API_VERSION: &str = "x-broker-api-version";
+/// The API version the gateway sends on its own calls (catalog refresh).
+pub const DEFAULT_API_VERSION: &str = "2.14";
 /// `X-Broker-API-Originating-Identity`: `<platform> <base64 JSON>`, passed through unchanged.
 pub const ORIGINATING_IDENTITY: &str = "x-broker-api-originating-identity";
 /// `X-Broker-API-Request-Identity`: added by the gateway when the platform sent none.
@@ -41,6 +43,21 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in declaration order (`op as usize` indexes it).
+    pub const ALL: [Operation; 11] = [
+        Operation::FetchCatalog,
+        Operation::ProvisionInstance,
+        Operation::FetchInstance,
+        Operation::UpdateInstance,
+        Operation::DeprovisionInstance,
+        Operation::PollInstanceLastOperation,
+        Operation::Bind,
+        Operation::FetchBinding,
+        Operation::Unbind,
+        Operation::PollBindingLastOperation,
+        Operation::Other,
+    ];
+
     /// The upper-case name used in logs and captures (`FETCH_CATALOG`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

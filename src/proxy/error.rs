@@ -50,6 +50,12 @@ pub enum ProxyError {
         /// What failed (no secrets).
         cause: String,
     },
+    /// The broker was deactivated: no new instances.
+    #[error("broker {broker:?} has been deactivated: new service instances cannot be created; existing instances and bindings can still be updated, bound, unbound and deleted")]
+    Deactivated {
+        /// Broker id.
+        broker: String,
+    },
     /// A bug or resource problem in the gateway itself.
     #[error("internal gateway error: {0}")]
     Internal(String),
@@ -72,12 +78,16 @@ impl ProxyError {
             },
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Deactivated { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The OSB `error` code (one CamelCase word).
     pub fn code(&self) -> &'static str {
+        if let ProxyError::Deactivated { .. } = self {
+            return "BrokerDeactivated";
+        }
         match self.status() {
             StatusCode::UNAUTHORIZED => "Unauthorized",
             StatusCode::FORBIDDEN => "Forbidden",

@@ -15,6 +15,7 @@ pub mod forward;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -26,6 +27,7 @@ use self::error::ProxyError;
 use crate::body::TimedBody;
 use crate::capture::body::CaptureBody;
 use crate::capture::{CaptureTx, Exchange, Side};
+use crate::metrics::{RequestMetrics, RouteStats};
 use crate::osb::{self, OsbError};
 use crate::registry::Route;
 use crate::registry::Routes;
@@ -41,6 +43,8 @@ struct Shared {
     routes: Routes,
     auth: Authenticator,
     capture: CaptureTx,
+    /// Counters of requests refused before a route was found.
+    unrouted: Arc<RouteStats>,
 }
 
 /// `/{location}/{broker}` and the rest from `/v2` on (with the query).
@@ -77,8 +81,9 @@ fn split_target<'a>(path: &'a str, path_and_query: &'a str) -> Option<Target<'a>
 }
 
 impl Proxy {
-    /// A handler over `routes`, capturing into `capture`.
-    pub fn new(routes: Routes, capture: CaptureTx) -> Self {
+    /// A handler over `routes`, capturing into `capture`, counting requests
+    /// refused before routing in `requests`.
+    pub fn new(routes: Routes, capture: CaptureTx, requests: Arc<RequestMetrics>) -> Self {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -87,6 +92,7 @@ impl Proxy {
                 routes,
                 auth: Authenticator::new(cpus),
                 capture,
+                unrouted: requests.route("(none)", "(none)"),
             }),
         }
     }
@@ -120,8 +126,19 @@ impl Proxy {
             ex.operation = osb::classify(req.method(), t.osb_path).0;
         }
         match self.route(&req, &mut ex).await {
+            Ok(route)
+                if route.deactivated
+                    && matches!(
+                        ex.operation,
+                        osb::Operation::FetchCatalog | osb::Operation::ProvisionInstance
+                    ) =>
+            {
+                ex.stats = Some(route.stats.clone());
+                Ok(deactivated_response(&route, &req, ex))
+            }
             Ok(route) => Ok(self.forward(req, ex, route).await),
             Err(err) => {
+                ex.stats = Some(self.inner.unrouted.clone());
                 // NB: a refused request is recorded with the headers it came
                 // with; a forwarded one with the headers the broker got.
                 if ex.capturing() {
@@ -195,6 +212,7 @@ impl Proxy {
         }
         ex.upstream_url = uri.to_string();
         ex.redact_parameters = route.redact_parameters;
+        ex.stats = Some(route.stats.clone());
         if ex.capturing() {
             ex.request_headers = parts.headers.clone();
         }
@@ -219,6 +237,12 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     let (kind, cause) = describe_error(&e);
+                    ex.set_error_kind(match kind {
+                        FailureKind::Timeout => "connect_timeout",
+                        _ if is_tls_failure(&e) => "tls",
+                        _ if e.is_connect() => "connect",
+                        _ => "protocol",
+                    });
                     match kind {
                         FailureKind::Timeout => ProxyError::UpstreamTimeout {
                             broker: broker(),
@@ -231,13 +255,63 @@ impl Proxy {
                         },
                     }
                 }
-                Err(_) => ProxyError::UpstreamTimeout {
-                    broker: broker(),
-                    after: route.timeouts.response,
-                    cause: "no response headers".into(),
-                },
+                Err(_) => {
+                    ex.set_error_kind("response_timeout");
+                    ProxyError::UpstreamTimeout {
+                        broker: broker(),
+                        after: route.timeouts.response,
+                        cause: "no response headers".into(),
+                    }
+                }
             };
         error_response(&err, &ex)
+    }
+}
+
+/// Whether a client error came from TLS (handshake, certificate).
+fn is_tls_failure(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = src {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
+
+/// A deactivated broker: the gateway answers the catalog itself with no
+/// services and refuses new provisions (everything else on existing
+/// instances and bindings is forwarded as usual by the caller).
+fn deactivated_response(
+    route: &Route,
+    req: &Request<Incoming>,
+    mut ex: Exchange,
+) -> Response<ResponseBody> {
+    if ex.capturing() {
+        ex.request_headers = req.headers().clone();
+    }
+    match ex.operation {
+        osb::Operation::FetchCatalog => {
+            let body = Bytes::from_static(b"{\"services\":[]}");
+            let mut resp = Response::new(ResponseBody::full(body.clone()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
+                resp.headers_mut().insert(osb::REQUEST_IDENTITY, id);
+            }
+            ex.set_response(StatusCode::OK, resp.headers(), false);
+            ex.set_synthetic_body(&body);
+            resp
+        }
+        _ => error_response(
+            &ProxyError::Deactivated {
+                broker: route.broker.to_string(),
+            },
+            &ex,
+        ),
     }
 }
 

@@ -6,7 +6,9 @@
 //! a missing credential cannot exist, and the proxy has no check to forget.
 //! Arrows: `registry` uses `config` and `upstream`; `proxy` and `admin` use it.
 
+pub mod edit;
 pub mod file;
+pub mod lifecycle;
 pub mod reload;
 mod table;
 
@@ -16,8 +18,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use file::RegistryFile;
-pub use reload::{load, Env, LoadError, ReloadReport, Reloader};
-pub use table::{BuildContext, Endpoint, LookupError, Platform, Route, RouteTable};
+pub use reload::{
+    load, load_for_serving, ChangeError, Env, LoadError, Loaded, ReloadReport, Reloader,
+};
+pub use table::{
+    BuildContext, Endpoint, LookupError, Platform, Route, RouteTable, GLOBAL, PRIVATE,
+};
 
 /// One problem in a registry, naming the broker (or platform), field and value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,11 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use arc_swap::ArcSwap;
+
 use super::{BuildContext, RegistryErrors, RegistryFile, RouteTable, Routes};
 use crate::config::{self, ConfigError, GatewayConfig, RegistrySource};
+use crate::metrics::RequestMetrics;
 
 /// Environment lookup for `env:` secrets, shareable with the blocking pool.
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -38,20 +41,18 @@ pub fn load(
     cfg: &GatewayConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RouteTable, LoadError> {
-    load_after(cfg, env, None)
+    let (text, base, name) = read_source(cfg, None)?;
+    let file = parse(&text, &name)?;
+    build(cfg, &file, &base, env, None, None)
 }
 
-/// As [`load`], reusing the upstream clients (and their warm connection
-/// pools) of `previous` for upstreams that did not change.
-///
-/// # Errors
-/// As [`load`].
-pub fn load_after(
+/// The registry text, the directory its relative paths resolve against,
+/// and its name for messages. `memory` overrides an embedded registry.
+fn read_source(
     cfg: &GatewayConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-    previous: Option<&RouteTable>,
-) -> Result<RouteTable, LoadError> {
-    let (text, base, name) = match &cfg.registry {
+    memory: Option<&str>,
+) -> Result<(String, PathBuf, String), LoadError> {
+    Ok(match &cfg.registry {
         RegistrySource::File(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 ConfigError::new("registry.file", p.display(), format!("cannot read: {e}"))
@@ -63,26 +64,64 @@ pub fn load_after(
             )
         }
         RegistrySource::Embedded(t) => (
-            t.to_string(),
+            memory.unwrap_or(t).to_string(),
             PathBuf::from("."),
             "embedded registry".into(),
         ),
-    };
-    let file: RegistryFile = toml::from_str(&text).map_err(|e| {
+    })
+}
+
+fn parse(text: &str, name: &str) -> Result<RegistryFile, LoadError> {
+    Ok(toml::from_str(text).map_err(|e| {
         let mut ce = config::toml_error(&e);
         ce.field = format!("{name}: {}", ce.field);
         ce
-    })?;
+    })?)
+}
+
+fn build(
+    cfg: &GatewayConfig,
+    file: &RegistryFile,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    previous: Option<&RouteTable>,
+    metrics: Option<&RequestMetrics>,
+) -> Result<RouteTable, LoadError> {
     let cx = BuildContext {
         mode: cfg.mode,
         secret_key: cfg.secret_key.as_ref(),
-        base_dir: &base,
+        base_dir: base,
         env,
         timeouts: cfg.timeouts,
         pool: cfg.pool,
         previous,
+        metrics,
     };
-    Ok(RouteTable::build(&file, &cx)?)
+    Ok(RouteTable::build(file, &cx)?)
+}
+
+/// Why a change to the registry was refused. Nothing was written and the
+/// serving table is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No such broker or publication (or not visible to the caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may see it but not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The lifecycle forbids it in the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is malformed (names the field and value).
+    #[error("{0}")]
+    BadInput(String),
+    /// The registry after the change would not validate.
+    #[error("{0}")]
+    Invalid(#[from] LoadError),
+    /// The registry file could not be written.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// What a successful reload changed.
@@ -120,21 +159,67 @@ pub struct Reloader {
     routes: Routes,
     cfg: Arc<GatewayConfig>,
     env: Env,
+    requests: Arc<RequestMetrics>,
     writer: tokio::sync::Mutex<()>,
     generation: AtomicU64,
+    /// The embedded registry as changed through the API (no file to write).
+    memory: std::sync::Mutex<Option<String>>,
+    /// The registry as last applied, for the admin views.
+    current: ArcSwap<RegistryFile>,
+    /// The registry file's stamp as last loaded or written.
+    seen: std::sync::Mutex<Option<FileStamp>>,
     /// Counters.
     pub metrics: ReloadMetrics,
 }
 
+/// A registry loaded for serving: the table, the file it came from, and the
+/// file's stamp taken before reading (so the watcher misses no change).
+pub struct Loaded {
+    /// The validated table.
+    pub table: RouteTable,
+    /// The registry it was built from.
+    pub file: RegistryFile,
+    /// The file's stamp (`None` for an embedded registry).
+    pub stamp: Option<FileStamp>,
+}
+
+/// Loads the registry for serving, with request counters from `requests`.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_for_serving(
+    cfg: &GatewayConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    requests: &RequestMetrics,
+) -> Result<Loaded, LoadError> {
+    let stamp = file_stamp(&cfg.registry);
+    let (text, base, name) = read_source(cfg, None)?;
+    let file = parse(&text, &name)?;
+    let table = build(cfg, &file, &base, env, None, Some(requests))?;
+    Ok(Loaded { table, file, stamp })
+}
+
 impl Reloader {
-    /// A reloader for `routes`, which were built from `cfg`.
-    pub fn new(routes: Routes, cfg: Arc<GatewayConfig>, env: Env) -> Self {
+    /// A reloader for `routes`, which were built from `cfg` as `loaded`
+    /// says (its table already serving in `routes`).
+    pub fn new(
+        routes: Routes,
+        cfg: Arc<GatewayConfig>,
+        env: Env,
+        requests: Arc<RequestMetrics>,
+        file: RegistryFile,
+        stamp: Option<FileStamp>,
+    ) -> Self {
         Reloader {
             routes,
             cfg,
             env,
+            requests,
             writer: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(1),
+            memory: std::sync::Mutex::new(None),
+            current: ArcSwap::from_pointee(file),
+            seen: std::sync::Mutex::new(stamp),
             metrics: ReloadMetrics::default(),
         }
     }
@@ -144,29 +229,60 @@ impl Reloader {
         self.generation.load(Relaxed)
     }
 
-    /// Builds a new table from the registry source and swaps it in if valid.
-    ///
-    /// # Errors
-    /// Why the registry was refused; the current table keeps serving.
-    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, LoadError> {
-        let _writer = self.writer.lock().await;
-        let started = Instant::now();
+    /// The registry as last applied (secrets as written: `enc:v1:`, `env:`...).
+    pub fn registry(&self) -> Arc<RegistryFile> {
+        self.current.load_full()
+    }
+
+    /// The live routes.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The gateway configuration the routes are built with.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    /// Whether API changes are written to a file (else they live in memory
+    /// until the process ends: the embedded development registry).
+    pub fn persists(&self) -> bool {
+        matches!(self.cfg.registry, RegistrySource::File(_))
+    }
+
+    fn source_text(&self) -> Result<(String, PathBuf, String), LoadError> {
+        let memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        read_source(&self.cfg, memory.as_deref())
+    }
+
+    /// Builds `file` off the reactor against the serving table.
+    async fn build_next(&self, file: RegistryFile, base: PathBuf) -> Result<RouteTable, LoadError> {
         let (cfg, env, serving) = (self.cfg.clone(), self.env.clone(), self.routes.load_full());
-        let built = tokio::task::spawn_blocking(move || load_after(&cfg, &*env, Some(&serving)))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ConfigError::new("registry", "", format!("reload task failed: {e}")).into())
-            });
-        let table = match built {
-            Ok(t) => t,
-            Err(e) => {
-                self.metrics.failures.fetch_add(1, Relaxed);
-                tracing::warn!(trigger, error = %e, "reload refused; the current routes keep serving");
-                return Err(e);
-            }
-        };
+        let requests = self.requests.clone();
+        tokio::task::spawn_blocking(move || {
+            build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigError::new("registry", "", format!("reload task failed: {e}")).into())
+        })
+    }
+
+    /// Swaps `table` in and reports what changed.
+    fn swap(
+        &self,
+        trigger: &str,
+        table: RouteTable,
+        file: RegistryFile,
+        started: Instant,
+    ) -> ReloadReport {
         let (added, removed, changed, unchanged) = diff(&self.routes.load_full(), &table);
         self.routes.store(table);
+        self.current.store(Arc::new(file));
         let generation = self.generation.fetch_add(1, Relaxed) + 1;
         let took = started.elapsed();
         self.metrics.reloads.fetch_add(1, Relaxed);
@@ -183,7 +299,7 @@ impl Reloader {
             took_ms = took.as_secs_f64() * 1000.0,
             "routes reloaded"
         );
-        Ok(ReloadReport {
+        ReloadReport {
             generation,
             trigger: trigger.to_string(),
             added,
@@ -191,14 +307,85 @@ impl Reloader {
             changed,
             unchanged,
             took_ms: took.as_secs_f64() * 1000.0,
-        })
+        }
     }
 
-    /// Watches the registry file and reloads when its stamp differs from
-    /// `seen` (take it with [`file_stamp`] *before* the
-    /// table now serving was loaded, so no change slips between the two).
+    /// Builds a new table from the registry source and swaps it in if valid.
+    ///
+    /// # Errors
+    /// Why the registry was refused; the current table keeps serving.
+    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, LoadError> {
+        let _writer = self.writer.lock().await;
+        let started = Instant::now();
+        let stamp = file_stamp(&self.cfg.registry);
+        let loaded = match self.source_text() {
+            Ok((text, base, name)) => match parse(&text, &name) {
+                Ok(file) => self.build_next(file.clone(), base).await.map(|t| (t, file)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        match loaded {
+            Ok((table, file)) => Ok(self.swap(trigger, table, file, started)),
+            Err(e) => {
+                self.metrics.failures.fetch_add(1, Relaxed);
+                tracing::warn!(trigger, error = %e, "reload refused; the current routes keep serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies `edit` to the registry as it is now (read from its source
+    /// under the writer lock), validates the result as a whole, writes it
+    /// back (atomically, keeping the file's comments) and swaps the new table in.
+    ///
+    /// # Errors
+    /// What `edit` refused, or why the result does not validate or could
+    /// not be written; nothing changed then.
+    pub async fn change<T>(
+        &self,
+        trigger: &str,
+        edit: impl FnOnce(&mut RegistryFile) -> Result<T, ChangeError>,
+    ) -> Result<(T, ReloadReport), ChangeError> {
+        let _writer = self.writer.lock().await;
+        let started = Instant::now();
+        let (text, base, name) = self.source_text()?;
+        let mut file = parse(&text, &name)?;
+        let out = edit(&mut file)?;
+        let new_text = super::edit::merge(&text, &file).map_err(ChangeError::Storage)?;
+        // NB: built from the merged text, not from `file`, so what is
+        // validated is exactly what will be read back after a restart.
+        let file = parse(&new_text, &name)?;
+        let table = match self.build_next(file.clone(), base).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(trigger, error = %e, "registry change refused");
+                return Err(e.into());
+            }
+        };
+        match &self.cfg.registry {
+            RegistrySource::File(p) => {
+                super::edit::write_atomic(p, &new_text).map_err(|e| {
+                    ChangeError::Storage(format!(
+                        "cannot write the registry file {}: {e}; nothing changed",
+                        p.display()
+                    ))
+                })?;
+                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp(p);
+            }
+            RegistrySource::Embedded(_) => {
+                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_text);
+            }
+        }
+        Ok((out, self.swap(trigger, table, file, started)))
+    }
+
+    /// Watches the registry file and reloads when its stamp differs from the
+    /// one last loaded or written (taken *before* reading, so no change slips
+    /// between the two; the gateway's own writes do not trigger a reload).
     /// Runs until the task is dropped.
-    pub async fn watch(self: Arc<Self>, every: Duration, mut seen: Option<FileStamp>) {
+    pub async fn watch(self: Arc<Self>, every: Duration) {
         let RegistrySource::File(path) = self.cfg.registry.clone() else {
             return;
         };
@@ -207,8 +394,8 @@ impl Reloader {
         loop {
             tick.tick().await;
             let now = stamp(&path);
+            let seen = *self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if now.is_some() && now != seen {
-                seen = now;
                 let _ = self.reload("file change").await;
             }
         }

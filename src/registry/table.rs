@@ -15,7 +15,8 @@ use super::{RegistryError, RegistryErrors};
 use crate::config::file::opt_duration;
 use crate::config::secret::{SecretContext, SecretSource};
 use crate::config::{Mode, PoolSettings, SecretKey, Timeouts};
-use crate::upstream::{ClientFactory, Clients, Trust, UpstreamClient};
+use crate::metrics::{RequestMetrics, RouteStats};
+use crate::upstream::{ClientFactory, Clients, Connector, Trust, UpstreamClient};
 
 /// The location name of private registrations in URLs.
 pub const PRIVATE: &str = "private";
@@ -38,7 +39,13 @@ pub struct BuildContext<'a> {
     pub pool: PoolSettings,
     /// Clients of the table serving now, reused for unchanged upstreams.
     pub previous: Option<&'a RouteTable>,
+    /// Where routes take their request counters from (kept across reloads);
+    /// `None` gives every route fresh counters.
+    pub metrics: Option<&'a RequestMetrics>,
 }
+
+/// Default interval of the catalog refresh timer.
+pub const DEFAULT_CATALOG_REFRESH: Duration = Duration::from_secs(3600);
 
 /// A broker's absolute base URL, split for joining request paths onto it.
 #[derive(Debug, Clone)]
@@ -139,16 +146,39 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// Pooled client for this route's trust configuration.
     pub client: UpstreamClient,
+    /// The client's connector (for the gateway's own calls: catalog refresh).
+    pub connector: Connector,
     /// Captures redact `parameters` for this broker.
     pub redact_parameters: bool,
     /// The customer that owns the broker.
     pub owner: String,
+    /// The broker is deactivated: the gateway answers the catalog itself
+    /// (no services) and refuses new provisions.
+    pub deactivated: bool,
+    /// Catalog refresh interval (zero: no timer).
+    pub catalog_refresh: Duration,
+    /// `Authorization` with the staged password, while one waits for confirmation.
+    staged_authorization: Option<HeaderValue>,
+    /// Where the staged password came from, masked.
+    pub staged_password_source: Option<String>,
+    /// Request counters of this route (the same across reloads).
+    pub stats: Arc<RouteStats>,
 }
 
 impl Route {
     /// The `Authorization` header value to send upstream.
     pub fn authorization(&self) -> &HeaderValue {
         &self.authorization
+    }
+
+    /// The `Authorization` value with the staged password, if one is staged.
+    pub fn staged_authorization(&self) -> Option<&HeaderValue> {
+        self.staged_authorization.as_ref()
+    }
+
+    /// `broker/location`, the key of this route in reports and caches.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.broker, self.location)
     }
 }
 
@@ -159,6 +189,7 @@ struct Publication {
 
 struct BrokerEntry {
     owner: String,
+    deactivated: bool,
     private: Option<Arc<Route>>,
     publications: HashMap<String, Publication>,
 }
@@ -398,9 +429,21 @@ impl RouteTable {
                     "missing: the customer that registered the broker",
                 );
             }
+            let catalog_refresh = match opt_duration(
+                &format!("brokers[{i}].catalog_refresh"),
+                &b.catalog_refresh,
+                DEFAULT_CATALOG_REFRESH,
+            ) {
+                Ok(d) => d,
+                Err(ce) => {
+                    errs.push(&obj, ce.field, &ce.value, ce.reason);
+                    DEFAULT_CATALOG_REFRESH
+                }
+            };
             let private = b.private.as_ref().and_then(|e| {
                 build_route(
                     b,
+                    catalog_refresh,
                     PRIVATE,
                     e,
                     true,
@@ -439,6 +482,7 @@ impl RouteTable {
                 }
                 if let Some(route) = build_route(
                     b,
+                    catalog_refresh,
                     loc,
                     &p.endpoint,
                     false,
@@ -457,8 +501,21 @@ impl RouteTable {
                     );
                 }
             }
+            if !b.deactivated
+                && cx
+                    .previous
+                    .is_some_and(|t| t.brokers.get(&b.id).is_some_and(|e| e.deactivated))
+            {
+                errs.push(
+                    &obj,
+                    format!("brokers[{i}].deactivated"),
+                    "false",
+                    "deactivation is permanent: a deactivated broker cannot be reactivated",
+                );
+            }
             brokers.entry(b.id.clone()).or_insert(BrokerEntry {
                 owner: b.owner.clone(),
+                deactivated: b.deactivated,
                 private,
                 publications,
             });
@@ -582,7 +639,7 @@ impl RouteTable {
         let mut out = std::collections::BTreeMap::new();
         for (r, approved) in self.routes() {
             let fp = format!(
-                "{}|{}|{}|{}|{:?}|{:?}|{}|{}",
+                "{}|{}|{}|{}|{:?}|{:?}|{}|{}|{}|{:?}|{}",
                 r.endpoint.url(),
                 r.username,
                 digest(r.authorization().as_bytes()),
@@ -590,7 +647,12 @@ impl RouteTable {
                 r.ca_bundle,
                 r.timeouts,
                 approved,
-                r.redact_parameters
+                r.redact_parameters,
+                r.deactivated,
+                r.catalog_refresh,
+                r.staged_authorization()
+                    .map(|a| digest(a.as_bytes()))
+                    .unwrap_or_default(),
             );
             out.insert(format!("{}/{}", r.broker, r.location), fp);
         }
@@ -609,6 +671,16 @@ impl RouteTable {
         out
     }
 
+    /// Whether the broker exists and is deactivated.
+    pub fn is_deactivated(&self, broker: &str) -> bool {
+        self.brokers.get(broker).is_some_and(|b| b.deactivated)
+    }
+
+    /// The owner of a broker, if it exists.
+    pub fn owner(&self, broker: &str) -> Option<&str> {
+        self.brokers.get(broker).map(|b| b.owner.as_str())
+    }
+
     /// Platforms, sorted by id.
     pub fn platforms(&self) -> Vec<Arc<Platform>> {
         let mut v: Vec<_> = self.platforms.values().cloned().collect();
@@ -620,6 +692,7 @@ impl RouteTable {
 #[allow(clippy::too_many_arguments)]
 fn build_route(
     broker: &BrokerFile,
+    catalog_refresh: Duration,
     location: &str,
     e: &EndpointFile,
     is_private: bool,
@@ -692,6 +765,26 @@ fn build_route(
             }
         }
     };
+    let staged = e.staged_password.as_ref().and_then(|text| {
+        let sc = SecretContext {
+            key: cx.secret_key,
+            development_mode: cx.mode.is_development(),
+            base_dir: cx.base_dir,
+            env: cx.env,
+        };
+        match sc.resolve(text) {
+            Ok(p) => Some((p, SecretSource::parse(text).masked())),
+            Err(r) => {
+                errs.push(
+                    obj,
+                    f("staged_password"),
+                    &SecretSource::parse(text).masked(),
+                    r,
+                );
+                None
+            }
+        }
+    });
     let mut timeout =
         |name: &str, v: &Option<String>, d: Duration| match opt_duration(&f(name), v, d) {
             Ok(d) => d,
@@ -731,14 +824,23 @@ fn build_route(
     if errs.0.len() > before {
         return None;
     }
-    let (endpoint, password, client) = (endpoint?, password?, client?);
-    let token = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        e.username,
-        password.expose()
-    ));
-    let mut authorization = HeaderValue::try_from(format!("Basic {token}")).ok()?;
-    authorization.set_sensitive(true);
+    let (endpoint, password, upstream) = (endpoint?, password?, client?);
+    let basic = |password: &str| {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", e.username));
+        let mut v = HeaderValue::try_from(format!("Basic {token}")).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    };
+    let authorization = basic(password.expose())?;
+    let (staged_authorization, staged_password_source) = match staged {
+        Some((p, masked)) => (basic(p.expose()), Some(masked)),
+        None => (None, None),
+    };
+    let stats = match cx.metrics {
+        Some(m) => m.route(&broker.id, location),
+        None => Arc::new(RouteStats::new(&broker.id, location)),
+    };
     Some(Arc::new(Route {
         broker: broker.id.as_str().into(),
         location: location.into(),
@@ -751,7 +853,13 @@ fn build_route(
         development_mode: e.development_mode,
         ca_bundle,
         timeouts,
-        client,
+        client: upstream.client,
+        connector: upstream.connector,
+        deactivated: broker.deactivated,
+        catalog_refresh,
+        staged_authorization,
+        staged_password_source,
+        stats,
     }))
 }
 

@@ -45,8 +45,22 @@ pub struct ClientKey {
     authority: String,
 }
 
+/// The TLS-enforcing connector behind a client.
+pub type Connector = HttpsConnector<HttpConnector>;
+
+/// A pooled client and its connector (the gateway's own calls, such as
+/// catalog refreshes, build short-lived clients of other body types on the
+/// same connector, so they obey the same trust rules).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// The pooled client the proxy forwards through.
+    pub client: UpstreamClient,
+    /// Its connector.
+    pub connector: Connector,
+}
+
 /// Clients by key, as a built route table holds them.
-pub type Clients = HashMap<ClientKey, UpstreamClient>;
+pub type Clients = HashMap<ClientKey, Upstream>;
 
 /// Builds clients for one route table. Seeded with the clients of the table
 /// serving now, it hands back the same client (and so the same warm pool)
@@ -101,7 +115,7 @@ impl ClientFactory {
         trust: &Trust,
         connect_timeout: Duration,
         authority: &str,
-    ) -> Result<UpstreamClient, String> {
+    ) -> Result<Upstream, String> {
         let key = ClientKey {
             trust: trust.clone(),
             connect_timeout,
@@ -133,9 +147,10 @@ impl ClientFactory {
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool.idle_timeout)
             .pool_max_idle_per_host(self.pool.max_idle_per_host)
-            .build(connector);
-        self.clients.insert(key, client.clone());
-        Ok(client)
+            .build(connector.clone());
+        let upstream = Upstream { client, connector };
+        self.clients.insert(key, upstream.clone());
+        Ok(upstream)
     }
 }
 

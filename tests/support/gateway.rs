@@ -80,6 +80,11 @@ impl TestGateway {
             // Tests reload explicitly unless they test the watcher.
             gw.push_str("\n[registry]\nwatch = false\n");
         }
+        if !opts.tables.contains("[catalog]") {
+            // Tests count the requests brokers see: no timer refreshes
+            // unless a test asks for them.
+            gw.push_str("\n[catalog]\nrefresh = false\n");
+        }
         gw.push_str(&opts.tables);
         std::fs::write(dir.path().join("gateway.toml"), gw).unwrap();
         std::fs::write(

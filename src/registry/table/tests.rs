@@ -13,6 +13,7 @@ fn cx<'a>(mode: Mode) -> BuildContext<'a> {
         timeouts: Timeouts::default(),
         pool: PoolSettings::default(),
         previous: None,
+        metrics: None,
     }
 }
 
@@ -48,6 +49,9 @@ fn registry() -> RegistryFile {
             name: "Postgres".into(),
             owner: "acme".into(),
             redact_parameters: false,
+            deactivated: false,
+            deactivated_at: None,
+            catalog_refresh: None,
             private: Some(EndpointFile {
                 development_mode: true,
                 ..ep("http://127.0.0.1:9/private")
