@@ -12,17 +12,7 @@ fn bearer(t: &str) -> http::HeaderValue {
 }
 
 async fn admin(method: &str, url: &str, token: Option<&str>) -> Collected {
-    let mut b = Request::builder().method(method).uri(url);
-    if let Some(t) = token {
-        b = b.header("authorization", bearer(t));
-    }
-    client::collect(
-        client::plain()
-            .request(b.body(client::empty()).unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
+    client::admin(method, url, token, None).await
 }
 
 fn registry(a: &str, b: &str) -> String {
@@ -241,4 +231,69 @@ async fn the_admin_listener_serves_tls_outside_development_mode() {
         )
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
+}
+
+#[tokio::test]
+async fn request_metrics_by_route_operation_and_status_class() {
+    let a = Broker::http(answer(503, r#"{"description":"busy"}"#)).await;
+    // A port nobody listens on: a connect error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gw = TestGateway::dev(&registry(&a.url(""), &a.url(""))).await;
+    for _ in 0..3 {
+        get(&gw.url("/private/pg/v2/catalog"), Some(platform("cf-eu"))).await;
+    }
+    get(&gw.url("/private/nope/v2/catalog"), Some(platform("cf-eu"))).await;
+    let m = admin("GET", &gw.admin_url("/metrics"), None).await;
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    assert_prometheus_text(&text);
+    let pg = "broker=\"pg\",location=\"private\",operation=\"FETCH_CATALOG\"";
+    assert!(
+        text.contains(&format!(
+            "osb_gateway_requests_total{{{pg},status_class=\"5xx\"}} 3"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "osb_gateway_request_duration_seconds_count{{{pg}}} 3"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "osb_gateway_request_duration_seconds_bucket{{{pg},le=\"+Inf\"}} 3"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("osb_gateway_requests_total{broker=\"(none)\",location=\"(none)\",operation=\"FETCH_CATALOG\",status_class=\"4xx\"} 1"),
+        "unrouted requests are counted apart: {text}"
+    );
+    // The counters survive a reload; an unreachable broker counts as a
+    // connect error of its route.
+    gw.write_registry(&registry(&dead, &dead));
+    gw.reloader().reload("test").await.unwrap();
+    let r = get(&gw.url("/private/pg/v2/catalog"), Some(platform("cf-eu"))).await;
+    assert_eq!(r.status, 502);
+    let text = String::from_utf8(
+        admin("GET", &gw.admin_url("/metrics"), None)
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!(
+            "osb_gateway_requests_total{{{pg},status_class=\"5xx\"}} 4"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "osb_gateway_upstream_errors_total{broker=\"pg\",location=\"private\",kind=\"connect\"} 1"
+        ),
+        "{text}"
+    );
 }

@@ -86,6 +86,43 @@ pub async fn get(url: &str, auth: Option<HeaderValue>) -> Collected {
     collect(plain().request(b.body(empty()).unwrap()).await.unwrap()).await
 }
 
+/// `method url` with a JSON (or empty) body and optional `Authorization`,
+/// as a platform sends OSB requests.
+pub async fn send(method: &str, url: &str, auth: Option<HeaderValue>, body: &str) -> Collected {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("x-broker-api-version", "2.17")
+        .header("content-type", "application/json");
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    let body = if body.is_empty() {
+        empty()
+    } else {
+        bytes(body.to_string())
+    };
+    collect(plain().request(b.body(body).unwrap()).await.unwrap()).await
+}
+
+/// An admin API call with a bearer token and an optional JSON body.
+pub async fn admin(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Collected {
+    let mut b = Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(v) => bytes(v.to_string()),
+        None => empty(),
+    };
+    collect(plain().request(b.body(body).unwrap()).await.unwrap()).await
+}
+
 /// Like [`get`], but `None` when the request fails (for polling a server
 /// that may not listen yet).
 pub async fn try_get(url: &str, auth: Option<HeaderValue>) -> Option<Collected> {

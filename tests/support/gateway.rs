@@ -44,6 +44,8 @@ pub struct Options {
     pub top: String,
     /// Extra tables for gateway.toml.
     pub tables: String,
+    /// Files written into the gateway's directory before it starts.
+    pub files: Vec<(String, String)>,
 }
 
 impl TestGateway {
@@ -86,22 +88,38 @@ impl TestGateway {
             gw.push_str("\n[catalog]\nrefresh = false\n");
         }
         gw.push_str(&opts.tables);
+        for (name, text) in &opts.files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         std::fs::write(dir.path().join("gateway.toml"), gw).unwrap();
         std::fs::write(
             dir.path().join("registry.toml"),
             registry.replace("{HASH}", platform_hash()),
         )
         .unwrap();
-        let env: HashMap<&str, &str> = [("BROKER_PW", BROKER_PW)].into();
-        let lookup = move |k: &str| env.get(k).map(|v| v.to_string());
-        let cfg = GatewayConfig::load(&dir.path().join("gateway.toml"), &lookup)?;
-        let handle = Gateway::spawn_with_env(cfg, std::sync::Arc::new(lookup)).await?;
+        let handle = Self::spawn_in(dir.path()).await?;
         Ok(TestGateway {
             addr: handle.addr,
             handle: Some(handle),
             dir,
             ca,
         })
+    }
+
+    async fn spawn_in(dir: &std::path::Path) -> Result<GatewayHandle, StartError> {
+        let env: HashMap<&str, &str> = [("BROKER_PW", BROKER_PW)].into();
+        let lookup = move |k: &str| env.get(k).map(|v| v.to_string());
+        let cfg = GatewayConfig::load(&dir.join("gateway.toml"), &lookup)?;
+        Gateway::spawn_with_env(cfg, std::sync::Arc::new(lookup)).await
+    }
+
+    /// Stops the gateway and starts a new one from the same files (a
+    /// process restart, as far as the registry and data directory go).
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        let handle = Self::spawn_in(self.dir.path()).await.unwrap();
+        self.addr = handle.addr;
+        self.handle = Some(handle);
     }
 
     /// Rewrites the registry file (`{HASH}` is the platform hash).
