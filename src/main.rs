@@ -1,4 +1,7 @@
-//! `osb-gateway` command line: `serve`, `config check`, `secret ...`.
+//! `osb-gateway` command line: `serve`, `config check`, `secret ...`,
+//! `brokers ...`, `reload`.
+
+mod admin_cli;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -37,6 +40,18 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// Manage brokers through the admin API (token in OSB_GATEWAY_ADMIN_TOKEN).
+    Brokers {
+        #[command(flatten)]
+        admin: admin_cli::AdminArgs,
+        #[command(subcommand)]
+        command: admin_cli::BrokersCommand,
+    },
+    /// Ask a running gateway to reload its registry (operator token).
+    Reload {
+        #[command(flatten)]
+        admin: admin_cli::AdminArgs,
     },
 }
 
@@ -78,6 +93,8 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
         Command::Secret { command } => secret(command),
+        Command::Brokers { admin, command } => admin_cli::brokers(&admin, command),
+        Command::Reload { admin } => admin_cli::reload(&admin),
     }
 }
 

@@ -300,3 +300,167 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `brokers ...` and `reload` against a running gateway, as an operator
+/// and as an owner would type them: tables by default, JSON with --json,
+/// passwords only from stdin or the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_commands_drive_the_admin_api() {
+    use std::io::Write as _;
+    use support::broker::{answer, Broker};
+    use support::gateway::{Options, TestGateway, ACME_TOKEN, OPERATOR_TOKEN};
+
+    let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
+    let registry = "locations = [\"eu\"]\n";
+    let gw = TestGateway::start(
+        registry,
+        Options {
+            tables: "[secrets]\nkey_file = \"secret.key\"\n".into(),
+            files: vec![(
+                "secret.key".into(),
+                osb_gateway::config::SecretKey::generate().to_base64(),
+            )],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = gw.admin_url("");
+    let cli = move |token: &str, args: &[&str]| {
+        let mut c = gateway();
+        c.args(args)
+            .env("OSB_GATEWAY_ADMIN_URL", &url)
+            .env("OSB_GATEWAY_ADMIN_TOKEN", token)
+            .env("BROKER_SECRET", "cli-pw-41");
+        c
+    };
+    let run = |mut c: Command, stdin: Option<&str>| {
+        tokio::task::block_in_place(|| {
+            c.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            if let Some(s) = stdin {
+                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+            }
+            drop(child.stdin.take());
+            child.wait_with_output().unwrap()
+        })
+    };
+    let ok = |out: std::process::Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+
+    let out = ok(run(
+        cli(
+            ACME_TOKEN,
+            &[
+                "brokers",
+                "register",
+                "--id",
+                "mq",
+                "--endpoint",
+                &b.url(""),
+                "--username",
+                "u",
+                "--password-stdin",
+                "--development-mode",
+            ],
+        ),
+        Some("cli-pw-40\n"),
+    ));
+    assert!(
+        out.contains("registered mq") && out.contains("added mq/private"),
+        "{out}"
+    );
+    let out = ok(run(
+        cli(
+            ACME_TOKEN,
+            &[
+                "brokers",
+                "publish",
+                "mq",
+                "eu",
+                "--endpoint",
+                "https://mq.example",
+                "--username",
+                "u",
+                "--password-env",
+                "BROKER_SECRET",
+            ],
+        ),
+        None,
+    ));
+    assert!(out.contains("published mq in eu"), "{out}");
+    let list = ok(run(cli(ACME_TOKEN, &["brokers", "list"]), None));
+    assert!(list.starts_with("ID"), "{list}");
+    assert!(
+        list.contains("mq") && list.contains("pending_approval") && list.contains("private,eu?"),
+        "{list}"
+    );
+
+    // Owners cannot approve; the error names the status and the reason.
+    let denied = run(cli(ACME_TOKEN, &["brokers", "approve", "mq", "eu"]), None);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("403"));
+    ok(run(
+        cli(OPERATOR_TOKEN, &["brokers", "approve", "mq", "eu"]),
+        None,
+    ));
+
+    let show = ok(run(
+        cli(OPERATOR_TOKEN, &["brokers", "show", "mq", "--json"]),
+        None,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(v["state"], "published");
+    assert_eq!(v["publications"][0]["password"], "enc:v1:***");
+    let refreshed = ok(run(
+        cli(ACME_TOKEN, &["brokers", "refresh-catalog", "mq"]),
+        None,
+    ));
+    assert!(
+        refreshed.contains("mq/private") && refreshed.contains("updated"),
+        "{refreshed}"
+    );
+
+    // Delete is refused while a publication is approved; deactivate needs --yes.
+    let refused = run(cli(ACME_TOKEN, &["brokers", "delete", "mq"]), None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("deactivate"));
+    let unconfirmed = run(cli(ACME_TOKEN, &["brokers", "deactivate", "mq"]), None);
+    assert_eq!(unconfirmed.status.code(), Some(64));
+    let out = ok(run(
+        cli(ACME_TOKEN, &["brokers", "deactivate", "mq", "--yes"]),
+        None,
+    ));
+    assert!(out.contains("deactivated mq"), "{out}");
+
+    let out = ok(run(cli(OPERATOR_TOKEN, &["reload"]), None));
+    assert!(out.starts_with("reloaded: routes:"), "{out}");
+    let no_token = run(
+        {
+            let mut c = cli("", &["brokers", "list"]);
+            c.env_remove("OSB_GATEWAY_ADMIN_TOKEN");
+            c
+        },
+        None,
+    );
+    assert_eq!(no_token.status.code(), Some(64));
+    let unreachable = run(
+        cli(
+            OPERATOR_TOKEN,
+            &["brokers", "list", "--admin-url", "http://127.0.0.1:1"],
+        ),
+        None,
+    );
+    assert_eq!(unreachable.status.code(), Some(69));
+    let text = std::fs::read_to_string(gw.path("registry.toml")).unwrap();
+    assert!(!text.contains("cli-pw-40") && !text.contains("cli-pw-41"));
+}

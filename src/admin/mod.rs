@@ -16,6 +16,7 @@
 //! listener from `proxy`.
 
 mod brokers;
+pub mod client;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

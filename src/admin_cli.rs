@@ -1,0 +1,577 @@
+//! `osb-gateway brokers ...` and `osb-gateway reload`: the admin API from
+//! the command line. Tables for people, `--json` for scripts. Passwords are
+//! read from standard input or an environment variable, never from the
+//! command line (where `ps` and shell history would show them).
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use http::Method;
+use osb_gateway::admin::client::{AdminClient, ClientError};
+use serde_json::{json, Value};
+
+/// Exit code when the admin API cannot be reached (sysexits EX_UNAVAILABLE).
+const EX_UNAVAILABLE: u8 = 69;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Base URL of the admin listener.
+    #[arg(
+        long,
+        env = "OSB_GATEWAY_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    admin_url: String,
+    /// Name of the environment variable holding the bearer token.
+    #[arg(long, default_value = "OSB_GATEWAY_ADMIN_TOKEN", global = true)]
+    token_env: String,
+    /// Extra CA certificate (PEM) to trust for an https:// admin URL.
+    #[arg(long, env = "OSB_GATEWAY_ADMIN_CA", global = true)]
+    ca_file: Option<PathBuf>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// How a password is given to a command.
+#[derive(Args, Debug)]
+pub struct PasswordArgs {
+    /// Read the broker password from standard input (one line).
+    #[arg(long, conflicts_with = "password_env")]
+    password_stdin: bool,
+    /// Read the broker password from this environment variable.
+    #[arg(long)]
+    password_env: Option<String>,
+}
+
+/// `brokers` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum BrokersCommand {
+    /// List the brokers the token may see.
+    List,
+    /// Show one broker: routes, approval, catalog state (secrets masked).
+    Show {
+        /// Broker id.
+        id: String,
+    },
+    /// Register a broker with its private registration.
+    Register {
+        /// Immutable broker id (used in platform URLs).
+        #[arg(long)]
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Owning customer (operator tokens; owner tokens register for themselves).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Private endpoint, https:// (http:// only with --development-mode).
+        #[arg(long)]
+        endpoint: String,
+        /// Basic-auth user name the gateway sends to the broker.
+        #[arg(long)]
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Allow plain http:// and unverified TLS (private registration only).
+        #[arg(long)]
+        development_mode: bool,
+        /// Catalog refresh interval (default 1h; 0s for none).
+        #[arg(long)]
+        catalog_refresh: Option<String>,
+    },
+    /// Publish a broker to a location (or global); it waits for approval.
+    Publish {
+        /// Broker id.
+        id: String,
+        /// Location, or `global`.
+        location: String,
+        /// https:// endpoint of this publication.
+        #[arg(long)]
+        endpoint: String,
+        /// Basic-auth user name.
+        #[arg(long)]
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Extra CA bundle (path relative to the registry file).
+        #[arg(long)]
+        ca_bundle: Option<String>,
+    },
+    /// Withdraw a publication that is not approved yet.
+    Revoke {
+        /// Broker id.
+        id: String,
+        /// Location, or `global`.
+        location: String,
+    },
+    /// Approve a publication (operator token).
+    Approve {
+        /// Broker id.
+        id: String,
+        /// Location, or `global`.
+        location: String,
+    },
+    /// Replace or stage the password of a route.
+    Password {
+        /// Broker id.
+        id: String,
+        /// `private` or a publication's location.
+        #[arg(long, default_value = "private")]
+        location: String,
+        /// Replace at once instead of staging until the broker accepts it.
+        #[arg(long)]
+        now: bool,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Deactivate a broker: permanent, cannot be undone.
+    Deactivate {
+        /// Broker id.
+        id: String,
+        /// Confirm that deactivation is permanent.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete a broker that has no approved publication (calls nothing upstream).
+    Delete {
+        /// Broker id.
+        id: String,
+    },
+    /// Fetch the broker's catalogs now.
+    RefreshCatalog {
+        /// Broker id.
+        id: String,
+    },
+}
+
+fn read_password(p: &PasswordArgs) -> Result<String, String> {
+    if let Some(var) = &p.password_env {
+        return std::env::var(var)
+            .map_err(|_| format!("--password-env {var}: the variable is not set"));
+    }
+    if p.password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        let s = s.trim_end_matches(['\n', '\r']).to_string();
+        if s.is_empty() {
+            return Err("the password read from standard input is empty".into());
+        }
+        return Ok(s);
+    }
+    Err("give the broker password with --password-stdin or --password-env VAR".into())
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(head.to_vec());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `private`, then publications as `eu` (approved) or `eu?` (pending).
+fn route_summary(b: &Value) -> String {
+    let mut parts = Vec::new();
+    if !b["private"].is_null() {
+        parts.push("private".to_string());
+    }
+    for p in b["publications"].as_array().into_iter().flatten() {
+        let mark = if p["approved"] == true { "" } else { "?" };
+        parts.push(format!("{}{mark}", s(&p["location"])));
+    }
+    parts.join(",")
+}
+
+fn broker_table(list: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                s(&b["id"]),
+                s(&b["name"]),
+                s(&b["owner"]),
+                s(&b["state"]),
+                route_summary(b),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "OWNER", "STATE", "ROUTES (?=pending)"],
+        &rows,
+    )
+}
+
+fn catalog_cell(c: &Value) -> String {
+    if let Some(e) = c["last_error"].as_str() {
+        return format!("failing: {e}");
+    }
+    match c["services"].as_u64() {
+        Some(n) => format!("{n} services, {} plans", c["plans"].as_u64().unwrap_or(0)),
+        None => s(&c["state"]),
+    }
+}
+
+fn broker_detail(b: &Value) -> String {
+    let mut out = format!(
+        "id:               {}\nname:             {}\nowner:            {}\nstate:            {}\n",
+        s(&b["id"]),
+        s(&b["name"]),
+        s(&b["owner"]),
+        s(&b["state"])
+    );
+    if !b["deactivated_at"].is_null() {
+        out.push_str(&format!("deactivated at:   {}\n", s(&b["deactivated_at"])));
+    }
+    out.push_str(&format!(
+        "catalog refresh:  {}\nredact params:    {}\n\n",
+        s(&b["catalog_refresh"]),
+        s(&b["redact_parameters"])
+    ));
+    let mut rows = Vec::new();
+    let mut push = |loc: String, approved: String, e: &Value| {
+        rows.push(vec![
+            loc,
+            approved,
+            s(&e["endpoint"]),
+            s(&e["username"]),
+            s(&e["password"]),
+            if e["staged_password"].is_null() {
+                "-".into()
+            } else {
+                "staged".into()
+            },
+            catalog_cell(&e["catalog"]),
+        ]);
+    };
+    if !b["private"].is_null() {
+        push("private".into(), "-".into(), &b["private"]);
+    }
+    for p in b["publications"].as_array().into_iter().flatten() {
+        let approved = if p["approved"] == true {
+            "yes"
+        } else {
+            "pending"
+        };
+        push(s(&p["location"]), approved.into(), p);
+    }
+    out.push_str(&table(
+        &[
+            "LOCATION", "APPROVED", "ENDPOINT", "USER", "PASSWORD", "ROTATION", "CATALOG",
+        ],
+        &rows,
+    ));
+    out
+}
+
+fn report_line(v: &Value) -> String {
+    let r = &v["reload"];
+    let list = |k: &str| {
+        r[k].as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .filter(|x| !x.is_empty())
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "routes: added {}; removed {}; changed {}; generation {} ({:.1} ms)",
+        list("added"),
+        list("removed"),
+        list("changed"),
+        s(&r["generation"]),
+        r["took_ms"].as_f64().unwrap_or(0.0)
+    )
+}
+
+/// Runs a `brokers` subcommand.
+pub fn brokers(args: &AdminArgs, cmd: BrokersCommand) -> ExitCode {
+    run(args, |c| Box::pin(brokers_call(c, cmd)))
+}
+
+/// Runs `reload`.
+pub fn reload(args: &AdminArgs) -> ExitCode {
+    run(args, |c| {
+        Box::pin(async move {
+            let v = c.call(Method::POST, "/admin/v1/reload", None).await?;
+            let text = format!("reloaded: {}", report_line(&json!({ "reload": v })));
+            Ok((v, text))
+        })
+    })
+}
+
+type Outcome = Result<(Value, String), ClientError>;
+
+fn run(
+    args: &AdminArgs,
+    f: impl for<'a> FnOnce(
+        &'a AdminClient,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>>,
+) -> ExitCode {
+    let Ok(token) = std::env::var(&args.token_env) else {
+        eprintln!(
+            "osb-gateway: set {} to an admin token (osb-gateway secret token makes one)",
+            args.token_env
+        );
+        return ExitCode::from(64);
+    };
+    let client = match AdminClient::new(&args.admin_url, token.trim(), args.ca_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("osb-gateway: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("osb-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f(&client)) {
+        Ok((v, text)) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ ClientError::Unreachable { .. }) => {
+            eprintln!("osb-gateway: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+        Err(ClientError::Api {
+            status,
+            code,
+            description,
+        }) => {
+            eprintln!("osb-gateway: {} {code}: {description}", status.as_u16());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("osb-gateway: {e}");
+            ExitCode::from(64)
+        }
+    }
+}
+
+fn usage(msg: String) -> ClientError {
+    ClientError::Setup(msg)
+}
+
+async fn brokers_call(c: &AdminClient, cmd: BrokersCommand) -> Outcome {
+    let path = |id: &str, rest: &str| format!("/admin/v1/brokers/{id}{rest}");
+    match cmd {
+        BrokersCommand::List => {
+            let v = c.call(Method::GET, "/admin/v1/brokers", None).await?;
+            let list = v["brokers"].as_array().cloned().unwrap_or_default();
+            let text = if list.is_empty() {
+                "no brokers\n".to_string()
+            } else {
+                broker_table(&list)
+            };
+            Ok((v, text))
+        }
+        BrokersCommand::Show { id } => {
+            let v = c.call(Method::GET, &path(&id, ""), None).await?;
+            let text = broker_detail(&v);
+            Ok((v, text))
+        }
+        BrokersCommand::Register {
+            id,
+            name,
+            owner,
+            endpoint,
+            username,
+            password,
+            development_mode,
+            catalog_refresh,
+        } => {
+            let pw = read_password(&password).map_err(usage)?;
+            let body = json!({
+                "id": id, "name": name, "owner": owner, "endpoint": endpoint,
+                "username": username, "password": pw, "development_mode": development_mode,
+                "catalog_refresh": catalog_refresh,
+            });
+            let body = strip_nulls(body);
+            let v = c
+                .call(Method::POST, "/admin/v1/brokers", Some(&body))
+                .await?;
+            let text = format!("registered {id}\n{}", report_line(&v));
+            Ok((v, text))
+        }
+        BrokersCommand::Publish {
+            id,
+            location,
+            endpoint,
+            username,
+            password,
+            ca_bundle,
+        } => {
+            let pw = read_password(&password).map_err(usage)?;
+            let body = strip_nulls(json!({
+                "endpoint": endpoint, "username": username, "password": pw, "ca_bundle": ca_bundle,
+            }));
+            let v = c
+                .call(
+                    Method::PUT,
+                    &path(&id, &format!("/publications/{location}")),
+                    Some(&body),
+                )
+                .await?;
+            let text = format!(
+                "published {id} in {location} (waiting for approval unless it was approved before)\n{}",
+                report_line(&v)
+            );
+            Ok((v, text))
+        }
+        BrokersCommand::Revoke { id, location } => {
+            let v = c
+                .call(
+                    Method::DELETE,
+                    &path(&id, &format!("/publications/{location}")),
+                    None,
+                )
+                .await?;
+            let text = format!("revoked {id} in {location}\n{}", report_line(&v));
+            Ok((v, text))
+        }
+        BrokersCommand::Approve { id, location } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &path(&id, &format!("/publications/{location}/approve")),
+                    None,
+                )
+                .await?;
+            let text = format!("approved {id} in {location}\n{}", report_line(&v));
+            Ok((v, text))
+        }
+        BrokersCommand::Password {
+            id,
+            location,
+            now,
+            password,
+        } => {
+            let pw = read_password(&password).map_err(usage)?;
+            let body = json!({"location": location, "password": pw, "stage": !now});
+            let v = c
+                .call(Method::PUT, &path(&id, "/password"), Some(&body))
+                .await?;
+            let text = if now {
+                format!("password of {id}/{location} replaced\n{}", report_line(&v))
+            } else {
+                format!(
+                    "password of {id}/{location} staged: {}\n",
+                    s(&v["confirmation"])
+                )
+            };
+            Ok((v, text))
+        }
+        BrokersCommand::Deactivate { id, yes } => {
+            if !yes {
+                return Err(usage(format!(
+                    "deactivating {id} is permanent: the catalog becomes empty and new provisions are refused, for good. Add --yes to confirm."
+                )));
+            }
+            let v = c
+                .call(Method::POST, &path(&id, "/deactivate"), None)
+                .await?;
+            let text = format!("deactivated {id}\n{}", report_line(&v));
+            Ok((v, text))
+        }
+        BrokersCommand::Delete { id } => {
+            let v = c.call(Method::DELETE, &path(&id, ""), None).await?;
+            let text = format!("deleted {id}\n{}", report_line(&v));
+            Ok((v, text))
+        }
+        BrokersCommand::RefreshCatalog { id } => {
+            let v = c
+                .call(Method::POST, &path(&id, "/catalog/refresh"), None)
+                .await?;
+            let rows: Vec<Vec<String>> = v["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    vec![
+                        s(&r["route"]),
+                        s(&r["result"]),
+                        s(&r["services"]),
+                        s(&r["error"]),
+                    ]
+                })
+                .collect();
+            let text = table(&["ROUTE", "RESULT", "SERVICES", "ERROR"], &rows);
+            Ok((v, text))
+        }
+    }
+}
+
+fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["ID", "STATE"],
+            &[
+                vec!["pg".into(), "published".into()],
+                vec!["redis-long".into(), "private".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "ID          STATE\npg          published\nredis-long  private\n"
+        );
+    }
+}
