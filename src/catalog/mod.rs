@@ -68,9 +68,11 @@ pub struct RouteCatalog {
     pub etag: Option<String>,
     /// `Last-Modified` of that answer.
     pub last_modified: Option<String>,
-    /// Last attempt, Unix seconds.
+    /// Last attempt, Unix seconds (shown as RFC 3339).
+    #[serde(serialize_with = "as_rfc3339")]
     pub last_attempt: Option<u64>,
-    /// Last success (a 200 or a 304), Unix seconds.
+    /// Last success (a 200 or a 304), Unix seconds (shown as RFC 3339).
+    #[serde(serialize_with = "as_rfc3339")]
     pub last_success: Option<u64>,
     /// Why the last attempt failed (cleared by a success).
     pub last_error: Option<String>,
@@ -84,6 +86,13 @@ pub struct RouteCatalog {
     pub failures: u64,
     /// State of a staged password: `confirmed`, or why it is not yet.
     pub staged_password: Option<String>,
+}
+
+fn as_rfc3339<S: serde::Serializer>(t: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&crate::timefmt::rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Counters for `/metrics`.
