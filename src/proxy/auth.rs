@@ -49,12 +49,16 @@ impl Authenticator {
             .ok_or(ProxyError::Unauthenticated)?;
         let platform = table.platform(&user).cloned();
         let digest = cache_digest(table.cache_salt(), &user, &password);
-        if let Some(p) = &platform {
-            if let Some(known) = p.verified.load().as_deref() {
-                if bool::from(known.ct_eq(&digest)) {
-                    return Ok(p.clone());
-                }
-            }
+        let cached = |p: &Option<Arc<Platform>>| {
+            p.as_ref().is_some_and(|p| {
+                p.verified
+                    .load()
+                    .as_deref()
+                    .is_some_and(|known| bool::from(known.ct_eq(&digest)))
+            })
+        };
+        if cached(&platform) {
+            return Ok(platform.expect("cached implies a platform"));
         }
         let hash = platform
             .as_ref()
@@ -65,6 +69,11 @@ impl Authenticator {
             .acquire()
             .await
             .map_err(|_| ProxyError::Internal("authenticator closed".into()))?;
+        // NB: requests that queued behind the first check of the same
+        // credentials find them verified now and skip argon2.
+        if cached(&platform) {
+            return Ok(platform.expect("cached implies a platform"));
+        }
         let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
             .map_err(|e| ProxyError::Internal(format!("password check failed: {e}")))?;

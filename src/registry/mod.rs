@@ -95,4 +95,10 @@ impl Routes {
     pub fn store(&self, table: RouteTable) {
         self.0.store(Arc::new(table));
     }
+
+    /// As [`Routes::store`], handing back the table that served until now
+    /// (so the caller decides where its possibly large drop happens).
+    pub fn swap(&self, table: RouteTable) -> Arc<RouteTable> {
+        self.0.swap(Arc::new(table))
+    }
 }

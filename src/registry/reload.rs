@@ -168,6 +168,8 @@ pub struct Reloader {
     current: ArcSwap<RegistryFile>,
     /// The registry file's stamp as last loaded or written.
     seen: std::sync::Mutex<Option<FileStamp>>,
+    /// Fingerprints of the serving table (what the next diff compares to).
+    fingerprints: std::sync::Mutex<Arc<Fingerprints>>,
     /// Counters.
     pub metrics: ReloadMetrics,
 }
@@ -210,7 +212,9 @@ impl Reloader {
         file: RegistryFile,
         stamp: Option<FileStamp>,
     ) -> Self {
+        let fingerprints = Arc::new(routes.load().fingerprints());
         Reloader {
+            fingerprints: std::sync::Mutex::new(fingerprints),
             routes,
             cfg,
             env,
@@ -259,12 +263,33 @@ impl Reloader {
         read_source(&self.cfg, memory.as_deref())
     }
 
-    /// Builds `file` off the reactor against the serving table.
-    async fn build_next(&self, file: RegistryFile, base: PathBuf) -> Result<RouteTable, LoadError> {
+    /// Builds `file` off the reactor against the serving table, and diffs
+    /// it there too (a 10,000-route table takes tens of milliseconds to
+    /// fingerprint; the reactor's threads serve requests meanwhile).
+    async fn build_next(
+        &self,
+        text: String,
+        name: String,
+        base: PathBuf,
+    ) -> Result<Built, LoadError> {
         let (cfg, env, serving) = (self.cfg.clone(), self.env.clone(), self.routes.load_full());
         let requests = self.requests.clone();
+        let old = self
+            .fingerprints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         tokio::task::spawn_blocking(move || {
-            build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))
+            let file = parse(&text, &name)?;
+            let table = build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))?;
+            let fingerprints = table.fingerprints();
+            let diff = diff(&old, &fingerprints);
+            Ok(Built {
+                table,
+                file,
+                fingerprints,
+                diff,
+            })
         })
         .await
         .unwrap_or_else(|e| {
@@ -272,17 +297,19 @@ impl Reloader {
         })
     }
 
-    /// Swaps `table` in and reports what changed.
-    fn swap(
-        &self,
-        trigger: &str,
-        table: RouteTable,
-        file: RegistryFile,
-        started: Instant,
-    ) -> ReloadReport {
-        let (added, removed, changed, unchanged) = diff(&self.routes.load_full(), &table);
-        self.routes.store(table);
-        self.current.store(Arc::new(file));
+    /// Swaps the built table in and reports what changed. The old table is
+    /// dropped on the blocking pool once the last request holding it ends.
+    fn swap(&self, trigger: &str, built: Built, started: Instant) -> ReloadReport {
+        let Built {
+            table,
+            file,
+            fingerprints,
+            diff: (added, removed, changed, unchanged),
+        } = built;
+        let old_table = self.routes.swap(table);
+        let old_file = self.current.swap(Arc::new(file));
+        *self.fingerprints.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(fingerprints);
+        tokio::task::spawn_blocking(move || drop((old_table, old_file)));
         let generation = self.generation.fetch_add(1, Relaxed) + 1;
         let took = started.elapsed();
         self.metrics.reloads.fetch_add(1, Relaxed);
@@ -319,15 +346,12 @@ impl Reloader {
         let started = Instant::now();
         let stamp = file_stamp(&self.cfg.registry);
         let loaded = match self.source_text() {
-            Ok((text, base, name)) => match parse(&text, &name) {
-                Ok(file) => self.build_next(file.clone(), base).await.map(|t| (t, file)),
-                Err(e) => Err(e),
-            },
+            Ok((text, base, name)) => self.build_next(text, name, base).await,
             Err(e) => Err(e),
         };
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         match loaded {
-            Ok((table, file)) => Ok(self.swap(trigger, table, file, started)),
+            Ok(built) => Ok(self.swap(trigger, built, started)),
             Err(e) => {
                 self.metrics.failures.fetch_add(1, Relaxed);
                 tracing::warn!(trigger, error = %e, "reload refused; the current routes keep serving");
@@ -356,9 +380,8 @@ impl Reloader {
         let new_text = super::edit::merge(&text, &file).map_err(ChangeError::Storage)?;
         // NB: built from the merged text, not from `file`, so what is
         // validated is exactly what will be read back after a restart.
-        let file = parse(&new_text, &name)?;
-        let table = match self.build_next(file.clone(), base).await {
-            Ok(t) => t,
+        let built = match self.build_next(new_text.clone(), name, base).await {
+            Ok(b) => b,
             Err(e) => {
                 tracing::warn!(trigger, error = %e, "registry change refused");
                 return Err(e.into());
@@ -378,7 +401,7 @@ impl Reloader {
                 *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_text);
             }
         }
-        Ok((out, self.swap(trigger, table, file, started)))
+        Ok((out, self.swap(trigger, built, started)))
     }
 
     /// Watches the registry file and reloads when its stamp differs from the
@@ -426,14 +449,27 @@ pub fn file_stamp(source: &RegistrySource) -> Option<FileStamp> {
     }
 }
 
+/// A fingerprint per route and platform key (see [`RouteTable::fingerprints`]).
+type Fingerprints = std::collections::BTreeMap<String, String>;
+
+/// Added, removed and changed keys, and how many stayed the same.
+type Diff = (Vec<String>, Vec<String>, Vec<String>, usize);
+
+/// A table built and diffed off the reactor, ready to swap in.
+struct Built {
+    table: RouteTable,
+    file: RegistryFile,
+    fingerprints: Fingerprints,
+    diff: Diff,
+}
+
 /// Keys of routes and platforms that were added, removed or changed.
-fn diff(old: &RouteTable, new: &RouteTable) -> (Vec<String>, Vec<String>, Vec<String>, usize) {
-    let (a, b) = (old.fingerprints(), new.fingerprints());
+fn diff(a: &Fingerprints, b: &Fingerprints) -> Diff {
     let mut added = Vec::new();
     let mut removed = Vec::new();
     let mut changed = Vec::new();
     let mut unchanged = 0;
-    for (k, v) in &b {
+    for (k, v) in b {
         match a.get(k) {
             None => added.push(k.clone()),
             Some(old) if old != v => changed.push(k.clone()),

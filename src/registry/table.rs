@@ -385,13 +385,21 @@ impl RouteTable {
                     );
                 }
             }
+            // NB: an unchanged platform keeps its verified-password cache
+            // across reloads (the table salt is kept too), so a reload does
+            // not send every platform request through argon2 again.
+            let verified = cx
+                .previous
+                .and_then(|t| t.platforms.get(&p.username))
+                .filter(|old| old.password_hash == p.password_hash)
+                .and_then(|old| old.verified.load_full());
             let platform = Arc::new(Platform {
                 id: p.id.as_str().into(),
                 customer: p.customer.clone(),
                 username: p.username.clone(),
                 password_hash: p.password_hash.clone(),
                 locations: p.locations.iter().cloned().collect(),
-                verified: ArcSwapOption::empty(),
+                verified: ArcSwapOption::new(verified),
             });
             if platforms.insert(p.username.clone(), platform).is_some() {
                 errs.push(
@@ -429,15 +437,25 @@ impl RouteTable {
                     "missing: the customer that registered the broker",
                 );
             }
-            let catalog_refresh = match opt_duration(
-                &format!("brokers[{i}].catalog_refresh"),
-                &b.catalog_refresh,
-                DEFAULT_CATALOG_REFRESH,
-            ) {
-                Ok(d) => d,
-                Err(ce) => {
-                    errs.push(&obj, ce.field, &ce.value, ce.reason);
-                    DEFAULT_CATALOG_REFRESH
+            // NB: "0s" (or "off") turns the timer off; the duration parser
+            // refuses zero everywhere else.
+            let off = matches!(
+                b.catalog_refresh.as_deref().map(str::trim),
+                Some("0" | "0s" | "off")
+            );
+            let catalog_refresh = if off {
+                Duration::ZERO
+            } else {
+                match opt_duration(
+                    &format!("brokers[{i}].catalog_refresh"),
+                    &b.catalog_refresh,
+                    DEFAULT_CATALOG_REFRESH,
+                ) {
+                    Ok(d) => d,
+                    Err(ce) => {
+                        errs.push(&obj, ce.field, &ce.value, ce.reason);
+                        DEFAULT_CATALOG_REFRESH
+                    }
                 }
             };
             let private = b.private.as_ref().and_then(|e| {
@@ -524,8 +542,14 @@ impl RouteTable {
         if !errs.0.is_empty() {
             return Err(RegistryErrors(errs.0));
         }
-        let mut cache_salt = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut cache_salt);
+        let cache_salt = match cx.previous {
+            Some(t) => t.cache_salt,
+            None => {
+                let mut salt = [0u8; 16];
+                rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut salt);
+                salt
+            }
+        };
         Ok(RouteTable {
             locations,
             brokers,

@@ -351,3 +351,52 @@ fn endpoint_join_keeps_base_path_and_query() {
         "https://b.example/v2/catalog"
     );
 }
+
+#[test]
+fn catalog_refresh_zero_turns_the_timer_off_and_bad_values_are_named() {
+    let mut reg = registry();
+    reg.brokers[0].catalog_refresh = Some("0s".into());
+    let t = RouteTable::build(&reg, &cx(Mode::Production)).unwrap();
+    assert!(t.routes().iter().all(|(r, _)| r.catalog_refresh.is_zero()));
+    reg.brokers[0].catalog_refresh = Some("soon".into());
+    let e = one_error(&reg);
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("brokers[0].catalog_refresh", "soon")
+    );
+}
+
+#[test]
+fn a_rebuild_keeps_the_verified_password_cache_of_unchanged_platforms() {
+    let reg = registry();
+    let first = RouteTable::build(&reg, &cx(Mode::Production)).unwrap();
+    first
+        .platform("cf")
+        .unwrap()
+        .verified
+        .store(Some(Arc::new([7u8; 32])));
+    let again = |reg: &RegistryFile| {
+        let mut c = cx(Mode::Production);
+        c.previous = Some(&first);
+        RouteTable::build(reg, &c).unwrap()
+    };
+    let second = again(&reg);
+    assert_eq!(second.cache_salt(), first.cache_salt());
+    assert_eq!(
+        second
+            .platform("cf")
+            .unwrap()
+            .verified
+            .load_full()
+            .as_deref(),
+        Some(&[7u8; 32])
+    );
+    let mut changed = reg.clone();
+    changed.platforms[0].password_hash =
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQy$0ZqsBi+Cd26cYOH0DVDcHg".into();
+    let third = again(&changed);
+    assert!(
+        third.platform("cf").unwrap().verified.load().is_none(),
+        "a new password hash starts uncached"
+    );
+}
