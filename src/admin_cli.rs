@@ -3,7 +3,6 @@
 //! read from standard input or an environment variable, never from the
 //! command line (where `ps` and shell history would show them).
 
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -155,21 +154,13 @@ fn read_password(p: &PasswordArgs) -> Result<String, String> {
             .map_err(|_| format!("--password-env {var}: the variable is not set"));
     }
     if p.password_stdin {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
-        let s = s.trim_end_matches(['\n', '\r']).to_string();
-        if s.is_empty() {
-            return Err("the password read from standard input is empty".into());
-        }
-        return Ok(s);
+        return super::read_stdin_secret();
     }
     Err("give the broker password with --password-stdin or --password-env VAR".into())
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -453,40 +444,33 @@ async fn brokers_call(c: &AdminClient, cmd: BrokersCommand) -> Outcome {
             let body = strip_nulls(json!({
                 "endpoint": endpoint, "username": username, "password": pw, "ca_bundle": ca_bundle,
             }));
-            let v = c
-                .call(
-                    Method::PUT,
-                    &path(&id, &format!("/publications/{location}")),
-                    Some(&body),
-                )
-                .await?;
-            let text = format!(
-                "published {id} in {location} (waiting for approval unless it was approved before)\n{}",
-                report_line(&v)
+            let done = format!(
+                "published {id} in {location} (waiting for approval unless it was approved before)"
             );
-            Ok((v, text))
+            let p = path(&id, &format!("/publications/{location}"));
+            change(c, Method::PUT, &p, Some(body), done).await
         }
         BrokersCommand::Revoke { id, location } => {
-            let v = c
-                .call(
-                    Method::DELETE,
-                    &path(&id, &format!("/publications/{location}")),
-                    None,
-                )
-                .await?;
-            let text = format!("revoked {id} in {location}\n{}", report_line(&v));
-            Ok((v, text))
+            let p = path(&id, &format!("/publications/{location}"));
+            change(
+                c,
+                Method::DELETE,
+                &p,
+                None,
+                format!("revoked {id} in {location}"),
+            )
+            .await
         }
         BrokersCommand::Approve { id, location } => {
-            let v = c
-                .call(
-                    Method::POST,
-                    &path(&id, &format!("/publications/{location}/approve")),
-                    None,
-                )
-                .await?;
-            let text = format!("approved {id} in {location}\n{}", report_line(&v));
-            Ok((v, text))
+            let p = path(&id, &format!("/publications/{location}/approve"));
+            change(
+                c,
+                Method::POST,
+                &p,
+                None,
+                format!("approved {id} in {location}"),
+            )
+            .await
         }
         BrokersCommand::Password {
             id,
@@ -515,16 +499,12 @@ async fn brokers_call(c: &AdminClient, cmd: BrokersCommand) -> Outcome {
                     "deactivating {id} is permanent: the catalog becomes empty and new provisions are refused, for good. Add --yes to confirm."
                 )));
             }
-            let v = c
-                .call(Method::POST, &path(&id, "/deactivate"), None)
-                .await?;
-            let text = format!("deactivated {id}\n{}", report_line(&v));
-            Ok((v, text))
+            let p = path(&id, "/deactivate");
+            change(c, Method::POST, &p, None, format!("deactivated {id}")).await
         }
         BrokersCommand::Delete { id } => {
-            let v = c.call(Method::DELETE, &path(&id, ""), None).await?;
-            let text = format!("deleted {id}\n{}", report_line(&v));
-            Ok((v, text))
+            let p = path(&id, "");
+            change(c, Method::DELETE, &p, None, format!("deleted {id}")).await
         }
         BrokersCommand::RefreshCatalog { id } => {
             let v = c
@@ -547,6 +527,19 @@ async fn brokers_call(c: &AdminClient, cmd: BrokersCommand) -> Outcome {
             Ok((v, text))
         }
     }
+}
+
+/// One change: `method path [body]`, then `done` and the reload report.
+async fn change(
+    c: &AdminClient,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    done: String,
+) -> Outcome {
+    let v = c.call(method, path, body.as_ref()).await?;
+    let text = format!("{done}\n{}", report_line(&v));
+    Ok((v, text))
 }
 
 fn strip_nulls(v: Value) -> Value {

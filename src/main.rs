@@ -284,24 +284,8 @@ fn config_check(file: &std::path::Path) -> ExitCode {
 }
 
 fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{:<width$}", c, width = w[i]))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(head.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.to_vec()).collect();
+    print!("{}", admin_cli::table(head, &rows));
 }
 
 fn read_stdin_secret() -> Result<String, String> {

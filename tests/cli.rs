@@ -16,7 +16,11 @@ fn repo(path: &str) -> std::path::PathBuf {
 
 /// Runs `cmd`, asserts success, returns stdout.
 fn succeeds(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+    ok(cmd.output().unwrap())
+}
+
+/// Asserts that a finished command succeeded; returns its stdout.
+fn ok(out: std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -347,16 +351,6 @@ async fn brokers_commands_drive_the_admin_api() {
             child.wait_with_output().unwrap()
         })
     };
-    let ok = |out: std::process::Output| {
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
-
     let out = ok(run(
         cli(
             ACME_TOKEN,

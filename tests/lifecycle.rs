@@ -186,82 +186,65 @@ async fn the_broker_lifecycle_end_to_end() {
     assert_eq!(c.json()["from"], "dev");
     assert_eq!(auth_of(&dev), vec![basic("mq-user", "first-pw-7f3")]);
 
-    // Refusals: a taken id, a missing field, an id change, an unknown field.
-    let dup = api
-        .call(
-            &gw,
+    // Refusals: a taken id, a missing field, another owner, an id change,
+    // an unknown field, and (by validation, naming the field) an http://
+    // endpoint without development mode. Nothing changes.
+    let refusals = [
+        (
             "POST",
             "/admin/v1/brokers",
             OPERATOR_TOKEN,
-            Some(json!({"id": "mq", "owner": "acme", "endpoint": dev.url(""), "username": "u", "password": "p"})),
-        )
-        .await;
-    assert_eq!(dup.status, 409);
-    let missing = api
-        .call(
-            &gw,
+            json!({"id": "mq", "owner": "acme", "endpoint": dev.url(""), "username": "u", "password": "p"}),
+            409,
+            "already exists",
+        ),
+        (
             "POST",
             "/admin/v1/brokers",
             OPERATOR_TOKEN,
-            Some(json!({"id": "x", "owner": "acme", "username": "u", "password": "p"})),
-        )
-        .await;
-    assert_eq!(missing.status, 400);
-    assert!(missing.json()["description"]
-        .as_str()
-        .unwrap()
-        .contains("endpoint"));
-    let other_owner = api
-        .call(
-            &gw,
+            json!({"id": "x", "owner": "acme", "username": "u", "password": "p"}),
+            400,
+            "endpoint",
+        ),
+        (
             "POST",
             "/admin/v1/brokers",
             ACME_TOKEN,
-            Some(json!({"id": "y", "owner": "globex", "endpoint": dev.url(""), "username": "u", "password": "p"})),
-        )
-        .await;
-    assert_eq!(other_owner.status, 403);
-    let id_change = api
-        .call(
-            &gw,
+            json!({"id": "y", "owner": "globex", "endpoint": dev.url(""), "username": "u", "password": "p"}),
+            403,
+            "globex",
+        ),
+        (
             "PATCH",
             "/admin/v1/brokers/mq",
             ACME_TOKEN,
-            Some(json!({"id": "mq2"})),
-        )
-        .await;
-    assert_eq!(id_change.status, 400);
-    let typo = api
-        .call(
-            &gw,
+            json!({"id": "mq2"}),
+            400,
+            "immutable",
+        ),
+        (
             "PATCH",
             "/admin/v1/brokers/mq",
             ACME_TOKEN,
-            Some(json!({"passwd": "x"})),
-        )
-        .await;
-    assert_eq!(typo.status, 400);
-    assert!(typo.json()["description"]
-        .as_str()
-        .unwrap()
-        .contains("passwd"));
-    // An http:// endpoint without development mode is refused by validation,
-    // naming the field, and nothing changes.
-    let invalid = api
-        .call(
-            &gw,
+            json!({"passwd": "x"}),
+            400,
+            "passwd",
+        ),
+        (
             "PATCH",
             "/admin/v1/brokers/mq",
             ACME_TOKEN,
-            Some(json!({"development_mode": false})),
-        )
-        .await;
-    assert_eq!(invalid.status, 400);
-    assert_eq!(invalid.json()["error"], "InvalidRegistry");
-    assert!(invalid.json()["description"]
-        .as_str()
-        .unwrap()
-        .contains("private.endpoint"));
+            json!({"development_mode": false}),
+            400,
+            "brokers[1].private.endpoint",
+        ),
+    ];
+    for (method, path, token, body, status, says) in refusals {
+        let r = api.call(&gw, method, path, token, Some(body)).await;
+        assert_eq!(r.status, status, "{method} {path}: {:?}", r.body);
+        let d = r.json()["description"].as_str().unwrap().to_string();
+        assert!(d.contains(says), "{method} {path}: {d}");
+    }
     assert_eq!(
         get(&gw.url("/private/mq/v2/catalog"), Some(platform("cf-eu")))
             .await

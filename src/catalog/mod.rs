@@ -95,6 +95,9 @@ fn as_rfc3339<S: serde::Serializer>(t: &Option<u64>, s: S) -> Result<S::Ok, S::E
     }
 }
 
+/// A per-route gauge: name, help, value.
+type Gauge = (&'static str, &'static str, fn(&RouteCatalog) -> u64);
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct CatalogMetrics {
@@ -495,29 +498,30 @@ impl Catalogs {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let mut keys: Vec<&String> = state.keys().collect();
         keys.sort();
-        let _ = writeln!(out, "# HELP osb_gateway_catalog_last_success_timestamp_seconds Last successful catalog refresh per route.\n# TYPE osb_gateway_catalog_last_success_timestamp_seconds gauge");
-        for k in &keys {
-            let c = &state[*k];
-            let (b, l) = k.split_once('/').unwrap_or((k, ""));
-            let _ = writeln!(
-                out,
-                "osb_gateway_catalog_last_success_timestamp_seconds{{broker=\"{}\",location=\"{}\"}} {}",
-                crate::metrics::escape_label(b),
-                crate::metrics::escape_label(l),
-                c.last_success.unwrap_or(0)
-            );
-        }
-        let _ = writeln!(out, "# HELP osb_gateway_catalog_refresh_failing Whether the last catalog refresh of a route failed (1) or not (0).\n# TYPE osb_gateway_catalog_refresh_failing gauge");
-        for k in &keys {
-            let c = &state[*k];
-            let (b, l) = k.split_once('/').unwrap_or((k, ""));
-            let _ = writeln!(
-                out,
-                "osb_gateway_catalog_refresh_failing{{broker=\"{}\",location=\"{}\"}} {}",
-                crate::metrics::escape_label(b),
-                crate::metrics::escape_label(l),
-                u8::from(c.last_error.is_some())
-            );
+        let gauges: [Gauge; 2] = [
+            (
+                "osb_gateway_catalog_last_success_timestamp_seconds",
+                "Last successful catalog refresh per route.",
+                |c| c.last_success.unwrap_or(0),
+            ),
+            (
+                "osb_gateway_catalog_refresh_failing",
+                "Whether the last catalog refresh of a route failed (1) or not (0).",
+                |c| u64::from(c.last_error.is_some()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for k in &keys {
+                let (b, l) = k.split_once('/').unwrap_or((k, ""));
+                let _ = writeln!(
+                    out,
+                    "{name}{{broker=\"{}\",location=\"{}\"}} {}",
+                    crate::metrics::escape_label(b),
+                    crate::metrics::escape_label(l),
+                    value(&state[*k])
+                );
+            }
         }
     }
 }
