@@ -33,7 +33,7 @@ pub struct AdminArgs {
     ca_file: Option<PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// How a password is given to a command.
@@ -187,7 +187,7 @@ pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) if s.is_empty() => "-".into(),
@@ -324,9 +324,9 @@ pub fn reload(args: &AdminArgs) -> ExitCode {
     })
 }
 
-type Outcome = Result<(Value, String), ClientError>;
+pub(crate) type Outcome = Result<(Value, String), ClientError>;
 
-fn run(
+pub(crate) fn run(
     args: &AdminArgs,
     f: impl for<'a> FnOnce(
         &'a AdminClient,
@@ -358,9 +358,9 @@ fn run(
     };
     match rt.block_on(f(&client)) {
         Ok((v, text)) => {
-            if args.json {
+            if args.json && !v.is_null() {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else {
+            } else if !text.is_empty() {
                 print!("{text}");
                 if !text.ends_with('\n') {
                     println!();

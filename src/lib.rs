@@ -214,6 +214,14 @@ impl Gateway {
                 capture: capture.metrics(),
                 catalogs: catalogs.clone(),
                 requests: requests.clone(),
+                logs: Arc::new(store::search::LogStore::for_capture(
+                    &cfg.capture,
+                    CapturePaths::under(&cfg.data_dir).local,
+                )),
+                subscribe: {
+                    let tx = capture.tx();
+                    Arc::new(move || tx.subscribe())
+                },
                 tokens: cfg.admin.tokens.clone(),
                 ready: ready.clone(),
             });

@@ -2,6 +2,7 @@
 //! `brokers ...`, `reload`.
 
 mod admin_cli;
+mod logs_cli;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -47,6 +48,20 @@ enum Command {
         admin: admin_cli::AdminArgs,
         #[command(subcommand)]
         command: admin_cli::BrokersCommand,
+    },
+    /// Tail, search and show the communication logs (admin API).
+    Logs {
+        #[command(flatten)]
+        admin: admin_cli::AdminArgs,
+        #[command(subcommand)]
+        command: logs_cli::LogsCommand,
+    },
+    /// Service instances whose last operation failed or is stuck (admin API).
+    Instances {
+        #[command(flatten)]
+        admin: admin_cli::AdminArgs,
+        #[command(subcommand)]
+        command: logs_cli::InstancesCommand,
     },
     /// Ask a running gateway to reload its registry (operator token).
     Reload {
@@ -95,6 +110,8 @@ fn main() -> ExitCode {
         Command::Secret { command } => secret(command),
         Command::Brokers { admin, command } => admin_cli::brokers(&admin, command),
         Command::Reload { admin } => admin_cli::reload(&admin),
+        Command::Logs { admin, command } => logs_cli::logs(&admin, command),
+        Command::Instances { admin, command } => logs_cli::instances(&admin, command),
     }
 }
 

@@ -458,3 +458,129 @@ async fn brokers_commands_drive_the_admin_api() {
     let text = std::fs::read_to_string(gw.path("registry.toml")).unwrap();
     assert!(!text.contains("cli-pw-40") && !text.contains("cli-pw-41"));
 }
+
+/// `logs search|show|tail` and `instances failed`, as in the README's
+/// "Debug a failing broker".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_commands_find_a_failing_provision() {
+    use std::io::BufRead as _;
+    use support::broker::{answer, Broker};
+    use support::client::{platform, send};
+    use support::gateway::{Options, TestGateway, OPERATOR_TOKEN};
+
+    let b = Broker::http(answer(
+        500,
+        r#"{"error":"Boom","description":"backend quota exhausted"}"#,
+    ))
+    .await;
+    let registry = format!(
+        "locations = []\n[[platforms]]\nid = \"cf\"\ncustomer = \"acme\"\nusername = \"cf-eu\"\npassword_hash = \"{{HASH}}\"\n[[brokers]]\nid = \"pg\"\nowner = \"acme\"\n[brokers.private]\nendpoint = \"{}\"\nusername = \"u\"\npassword = \"env:BROKER_PW\"\ndevelopment_mode = true\n",
+        b.url("")
+    );
+    let gw = TestGateway::start(
+        &registry,
+        Options {
+            tables: "[capture]\nflush_interval = \"100ms\"\n".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = gw.admin_url("");
+    let cli = move |args: &[&str]| {
+        let mut c = gateway();
+        c.args(args)
+            .env("OSB_GATEWAY_ADMIN_URL", &url)
+            .env("OSB_GATEWAY_ADMIN_TOKEN", OPERATOR_TOKEN);
+        c
+    };
+    // Follow the traffic while it happens.
+    let mut tail = cli(&["logs", "tail", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tail_out = tail.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(tail_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let r = send(
+        "PUT",
+        &gw.url("/private/pg/v2/service_instances/inst-42?accepts_incomplete=true"),
+        Some(platform("cf-eu")),
+        r#"{"service_id":"svc","plan_id":"small"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    let line =
+        tokio::task::block_in_place(|| line_rx.recv_timeout(std::time::Duration::from_secs(10)))
+            .expect("tail printed the exchange");
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["instance_id"], "inst-42");
+
+    let mut found = String::new();
+    for _ in 0..50 {
+        found = tokio::task::block_in_place(|| {
+            succeeds(&mut cli(&["logs", "search", "--status", ">399"]))
+        });
+        if found.contains("inst-42") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        found.starts_with("TIME") && found.contains("PROVISION_INSTANCE") && found.contains("500"),
+        "{found}"
+    );
+    let id = found
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_string();
+    let shown = tokio::task::block_in_place(|| succeeds(&mut cli(&["logs", "show", &id])));
+    assert!(
+        shown.contains("\"description\": \"backend quota exhausted\""),
+        "pretty JSON body: {shown}"
+    );
+    assert!(shown.contains("500 (broker_error)"), "{shown}");
+    let curl = tokio::task::block_in_place(|| succeeds(&mut cli(&["logs", "show", &id, "--curl"])));
+    assert!(
+        curl.starts_with("curl -X PUT") && curl.contains("BROKER_PASSWORD"),
+        "{curl}"
+    );
+    let failed = tokio::task::block_in_place(|| succeeds(&mut cli(&["instances", "failed"])));
+    assert!(
+        failed.contains("inst-42") && failed.contains("backend quota exhausted"),
+        "{failed}"
+    );
+    let none = tokio::task::block_in_place(|| {
+        succeeds(&mut cli(&[
+            "logs",
+            "search",
+            "--before",
+            "2000-01-01 00:00:00",
+            "--tz",
+            "UTC",
+        ]))
+    });
+    assert_eq!(none, "no matching exchanges\n");
+    let bad = tokio::task::block_in_place(|| {
+        cli(&["logs", "search", "--before", "yesterday"])
+            .output()
+            .unwrap()
+    });
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("yyyy-MM-dd HH:mm:ss"));
+}

@@ -79,6 +79,62 @@ impl AdminClient {
         })
     }
 
+    /// `GET path` as a stream: calls `on_line` with each line of the
+    /// answer as it arrives, until it returns `false` or the stream ends.
+    ///
+    /// # Errors
+    /// Unreachable, or an error answer.
+    pub async fn lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let req = Request::get(&url)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Setup(format!("--admin-url = {:?}: {e}", self.base)))?;
+        let unreachable = |cause: String| ClientError::Unreachable {
+            url: self.base.clone(),
+            cause,
+        };
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| unreachable(crate::upstream::describe_error(&e).1))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(ClientError::Api {
+                status,
+                code: v["error"].as_str().unwrap_or("").to_string(),
+                description: v["description"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| unreachable(format!("the stream broke: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                if !on_line(String::from_utf8_lossy(&line[..nl]).as_ref()) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `method path` with an optional JSON body; the answer's JSON.
     ///
     /// # Errors

@@ -17,6 +17,9 @@
 
 mod brokers;
 pub mod client;
+mod logs;
+
+pub use logs::Subscribe;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -77,6 +80,10 @@ pub struct AdminParts {
     pub catalogs: Arc<Catalogs>,
     /// Request counters.
     pub requests: Arc<RequestMetrics>,
+    /// The communication logs (search, show, failed instances).
+    pub logs: Arc<crate::store::search::LogStore>,
+    /// Subscribes to the live capture feed (tail).
+    pub subscribe: Subscribe,
     /// Accepted bearer tokens.
     pub tokens: Vec<AdminToken>,
     /// Set once the platform listener is up.
@@ -172,6 +179,24 @@ impl Admin {
                     (_, "/admin/v1/routes" | "/admin/v1/reload") => method_not_allowed(&method, p),
                     (_, p) if p == "/admin/v1/brokers" || p.starts_with("/admin/v1/brokers/") => {
                         self.brokers(&token, req).await
+                    }
+                    (&Method::GET, "/admin/v1/logs") => self.search_logs(&token, &req).await,
+                    (&Method::GET, "/admin/v1/logs/tail") => self.tail_logs(&token, &req),
+                    (&Method::GET, "/admin/v1/failed-instances") => {
+                        self.failed_instances(&token, &req).await
+                    }
+                    (&Method::GET, p) if p.starts_with("/admin/v1/logs/") => {
+                        let id = percent_encoding::percent_decode_str(
+                            p.trim_start_matches("/admin/v1/logs/"),
+                        )
+                        .decode_utf8_lossy()
+                        .into_owned();
+                        self.show_log(&token, &id).await
+                    }
+                    (_, p)
+                        if p.starts_with("/admin/v1/logs") || p == "/admin/v1/failed-instances" =>
+                    {
+                        method_not_allowed(&method, p)
                     }
                     _ => error(
                         StatusCode::NOT_FOUND,

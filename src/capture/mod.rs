@@ -86,6 +86,11 @@ pub type Enricher = Arc<dyn Fn(&mut CaptureRecord) + Send + Sync>;
 pub struct CaptureTx(Arc<TxInner>);
 
 impl CaptureTx {
+    /// Subscribes to the live feed (see [`CaptureHandle::subscribe`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CaptureRecord>> {
+        self.0.feed.subscribe()
+    }
+
     /// A sender that captures nothing (capture disabled): exchanges are still logged.
     pub fn disabled(instance: &str) -> Self {
         let (feed, _) = broadcast::channel(1);

@@ -12,6 +12,7 @@ use crate::body::{BoxError, ForwardBody};
 enum Kind {
     Upstream(ForwardBody),
     Synthetic(Option<Bytes>),
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 /// Either the broker's body, streamed, or a body the gateway wrote.
@@ -32,6 +33,14 @@ impl ResponseBody {
             kind: Kind::Synthetic(Some(bytes)),
         }
     }
+
+    /// A body streamed from a channel until its senders are gone (live
+    /// tails). Dropping the body closes the channel, which tells the sender.
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        ResponseBody {
+            kind: Kind::Channel(rx),
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -45,6 +54,7 @@ impl Body for ResponseBody {
         match &mut self.kind {
             Kind::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Channel(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -52,6 +62,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Synthetic(b) => b.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Channel(_) => false,
         }
     }
 
@@ -60,6 +71,7 @@ impl Body for ResponseBody {
             Kind::Synthetic(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Synthetic(None) => SizeHint::with_exact(0),
             Kind::Upstream(body) => body.size_hint(),
+            Kind::Channel(_) => SizeHint::default(),
         }
     }
 }

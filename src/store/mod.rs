@@ -4,7 +4,9 @@
 
 pub mod clickhouse;
 pub mod local;
+pub mod query;
 pub mod record;
+pub mod search;
 pub mod segments;
 
 pub use record::CaptureRecord;
