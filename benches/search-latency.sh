@@ -17,7 +17,12 @@ BIN="$ROOT/target/release/osb-gateway"
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --bins)
 W=$(mktemp -d)
 CHPID=""; GWPID=""
-trap 'kill $GWPID $CHPID 2>/dev/null; sleep 1; rm -rf "$W"' EXIT
+# KEEP=1 leaves ClickHouse running (for poking at the queries) and says where.
+if [ -z "${KEEP:-}" ]; then
+  trap 'kill $GWPID $CHPID 2>/dev/null; sleep 1; rm -rf "$W"' EXIT
+else
+  trap 'kill $GWPID 2>/dev/null; echo "ClickHouse left running: pid $CHPID, $CH, files in $W" >&2' EXIT
+fi
 CH=http://127.0.0.1:18123
 
 cat > "$W/config.xml" <<EOF
@@ -143,9 +148,9 @@ QUERIES=(
   "broker + operation|$A/logs?broker=b7&operation=PROVISION_INSTANCE&limit=50"
   "instance id|$A/logs?instance_id=inst-4242&limit=50"
   "instance history (oldest first)|$A/logs?instance_id=inst-4242&order=oldest&limit=50"
-  "plan + status 4xx|$A/logs?plan_id=plan-3&status=4xx&limit=50"
+  "plan + status 4xx|$A/logs?plan_id=plan-5&status=4xx&limit=50"
   "date bound (15 days ago)|$A/logs?before=$MID&limit=50"
-  "date bound + broker + >399|$A/logs?before=$MID&broker=b7&status=%3E399&limit=50"
+  "date bound + broker + >399|$A/logs?before=$MID&broker=b25&status=%3E399&limit=50"
   "show one exchange|$A/logs/$ID"
   "failed instances|$A/failed-instances"
 )

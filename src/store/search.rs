@@ -435,9 +435,10 @@ impl ClickHouseReader {
         }
     }
 
-    fn where_filter(&self, columns: &str, f: &query::Filter) -> Sql {
+    fn where_filter(&self, columns: &str, final_: bool, f: &query::Filter) -> Sql {
+        let fin = if final_ { " FINAL" } else { "" };
         let mut sql = Sql {
-            text: format!("SELECT {columns} FROM {} FINAL WHERE 1 = 1", self.table),
+            text: format!("SELECT {columns} FROM {}{fin} WHERE 1 = 1", self.table),
             binds: Vec::new(),
         };
         if let Some(b) = f.before_us {
@@ -479,32 +480,77 @@ impl ClickHouseReader {
         sql
     }
 
+    /// Two steps, because `FINAL` over every summary column of a large
+    /// table is slow (0.5 s at a million rows on 18.16): first the page's
+    /// (time, id) keys from the filtered columns only, without `FINAL`;
+    /// then the summaries of just those ids, from the time range they span.
+    /// A replayed duplicate can appear twice in step one; ids are
+    /// deduplicated there, and step two reads `LIMIT 1 BY id`.
     async fn search(&self, s: &Search) -> Result<Page, ReadError> {
-        let mut sql = self.where_filter(SUMMARY_COLUMNS, &s.filter);
+        let mut sql = self.where_filter("received_at_us, toString(id)", false, &s.filter);
         let (cmp, dir) = match s.order {
             Order::NewestFirst => ("<", "DESC"),
             Order::OldestFirst => (">", "ASC"),
         };
         if let Some(c) = &s.cursor {
             sql.text.push_str(&format!(
-                " AND (received_at_us {cmp} ? OR (received_at_us = ? AND toString(id) {cmp} ?))"
+                " AND (received_at_us {cmp} ? OR (received_at_us = ? AND id {cmp} toUUID(?)))"
             ));
             sql.binds.push(Bind::I(c.at_us));
             sql.binds.push(Bind::I(c.at_us));
             sql.binds.push(Bind::S(c.id.clone()));
         }
+        // NB: room for a few duplicates, so a page is rarely short.
+        let want = s.limit + 1 + 8;
         sql.text.push_str(&format!(
-            " ORDER BY received_at_us {dir}, toString(id) {dir} LIMIT {}",
-            s.limit + 1
+            " ORDER BY received_at_us {dir}, id {dir} LIMIT {want}"
         ));
-        let rows: Vec<SummaryRow> = match sql.query(&self.client).fetch_all().await {
+        let keys: Vec<(i64, String)> = match sql.query(&self.client).fetch_all().await {
             Ok(rows) => rows,
             Err(e) if not_created_yet(&e) => Vec::new(),
             Err(e) => return Err(format!("ClickHouse search failed: {e}")),
         };
-        let mut records: Vec<Summary> = rows.into_iter().map(Summary::from).collect();
-        let more = records.len() > s.limit;
-        records.truncate(s.limit);
+        let raw = keys.len();
+        let mut seen = std::collections::HashSet::new();
+        let mut keys: Vec<(i64, String)> = keys
+            .into_iter()
+            .filter(|k| seen.insert(k.1.clone()))
+            .collect();
+        let more = keys.len() > s.limit || raw == want;
+        keys.truncate(s.limit);
+        if keys.is_empty() {
+            return Ok(Page {
+                records: Vec::new(),
+                next: None,
+            });
+        }
+        let lo = keys.iter().map(|k| k.0).min().unwrap_or(0);
+        let hi = keys.iter().map(|k| k.0).max().unwrap_or(0);
+        let ids: Vec<String> = keys.iter().map(|k| k.1.clone()).collect();
+        let sql = Sql {
+            text: format!(
+                "SELECT {SUMMARY_COLUMNS} FROM {} WHERE received_at >= toDateTime(?) AND received_at <= toDateTime(?) \
+                 AND received_at_us >= ? AND received_at_us <= ? AND has(?, toString(id)) LIMIT 1 BY id",
+                self.table
+            ),
+            binds: vec![
+                Bind::I(lo.div_euclid(1_000_000)),
+                Bind::I(hi.div_euclid(1_000_000) + 1),
+                Bind::I(lo),
+                Bind::I(hi),
+                Bind::L(ids),
+            ],
+        };
+        let rows: Vec<SummaryRow> = sql
+            .query(&self.client)
+            .fetch_all()
+            .await
+            .map_err(|e| format!("ClickHouse search failed: {e}"))?;
+        let mut by_id: HashMap<String, Summary> = rows
+            .into_iter()
+            .map(|r| (r.id.to_string(), Summary::from(r)))
+            .collect();
+        let records: Vec<Summary> = keys.iter().filter_map(|k| by_id.remove(&k.1)).collect();
         let next = more.then(|| records.last()).flatten().map(|r| {
             query::Cursor {
                 at_us: r.received_at_us,
@@ -548,7 +594,9 @@ impl ClickHouseReader {
             .join(", ");
         let mut out = Vec::new();
         for ops_in in [ops, format!("'{INSTANCE_POLL}'")] {
-            let mut sql = self.where_filter(SUMMARY_COLUMNS, &f);
+            // NB: no FINAL: a replayed duplicate is the same record, and
+            // LIMIT 1 BY keeps one row per instance anyway.
+            let mut sql = self.where_filter(SUMMARY_COLUMNS, false, &f);
             // NB: the operation names are this gateway's constants, not input.
             sql.text.push_str(&format!(
                 " AND instance_id != '' AND operation IN ({ops_in}) \
