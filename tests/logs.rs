@@ -56,6 +56,7 @@ fn scripted() -> Handler {
     Arc::new(|req| {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let big = req.uri().query().is_some_and(|q| q.contains("big"));
         Box::pin(async move {
             use http_body_util::BodyExt as _;
             let body = req
@@ -82,6 +83,12 @@ fn scripted() -> Handler {
                 ("PUT", false) if v["plan_id"] == "async" => full(202, r#"{"operation":"op-1"}"#),
                 ("PUT", false) => full(201, "{}"),
                 ("DELETE", false) => full(200, "{}"),
+                // 64 KiB catalogs make tail records large: a stalled reader
+                // then overflows any socket buffer quickly.
+                _ if big => full(
+                    200,
+                    format!(r#"{{"services":[],"pad":"{}"}}"#, "x".repeat(64 << 10)),
+                ),
                 _ => full(200, r#"{"services":[]}"#),
             }
         })
@@ -559,7 +566,7 @@ async fn tail_streams_records_filters_by_scope_and_reports_lag() {
     let slow = tail(&gw, OPERATOR_TOKEN, "").await;
     let mut slow_body = slow.into_body();
     let started = tokio::time::Instant::now();
-    let url = gw.url("/private/pg/v2/catalog");
+    let url = gw.url("/private/pg/v2/catalog?big=1");
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();

@@ -190,9 +190,9 @@ impl Pipeline {
     }
 
     /// Writes `rows` with the insert timeout. A shutdown request abandons
-    /// the write (the caller spools the rows; if the store had committed
-    /// them, the replay's duplicates collapse by id); the final flush gets a
-    /// short timeout of its own.
+    /// a ClickHouse insert (the caller spools the rows; if ClickHouse had
+    /// committed them, the replay's duplicates collapse by id); the final
+    /// flush gets a short timeout of its own. Local writes always finish.
     async fn write(&mut self, rows: &[Arc<CaptureRecord>]) -> Result<(), SinkError> {
         let started = Instant::now();
         let limit = if self.stopping {
@@ -208,9 +208,17 @@ impl Pipeline {
             }
             let _ = stop.wait_for(|s| *s).await.map(|_| ());
         };
-        let attempt = tokio::select! {
-            r = tokio::time::timeout(limit, self.sink.write(rows)) => Some(r),
-            _ = aborted => None,
+        // NB: a local write runs on the blocking pool and finishes whatever
+        // happens here; abandoning it and spooling the rows would store them
+        // twice (the local store, unlike ClickHouse, does not collapse
+        // duplicates). So it is awaited to its end: it is bounded by the disk.
+        let attempt = if matches!(self.sink, Sink::Local(_)) {
+            Some(Ok(self.sink.write(rows).await))
+        } else {
+            tokio::select! {
+                r = tokio::time::timeout(limit, self.sink.write(rows)) => Some(r),
+                _ = aborted => None,
+            }
         };
         let Some(attempt) = attempt else {
             self.stopping = true;
