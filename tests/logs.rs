@@ -163,15 +163,17 @@ async fn traffic(gw: &TestGateway) -> usize {
         ));
         async move { send("GET", &url, Some(platform("cf-eu")), "").await }
     };
+    let status = |method: &'static str, path: &str, who: &'static str, body: &'static str| {
+        let url = gw.url(path);
+        async move {
+            send(method, &url, Some(platform(who)), body)
+                .await
+                .status
+                .as_u16()
+        }
+    };
     assert_eq!(
-        send(
-            "GET",
-            &gw.url("/private/pg/v2/catalog"),
-            Some(platform("cf-eu")),
-            ""
-        )
-        .await
-        .status,
+        status("GET", "/private/pg/v2/catalog", "cf-eu", "").await,
         200
     );
     assert_eq!(put("ok-1", "small").await.status, 201);
@@ -180,13 +182,8 @@ async fn traffic(gw: &TestGateway) -> usize {
     // An async provision that fails, then the platform's orphan mitigation.
     assert_eq!(put("af-1", "async").await.status, 202);
     assert_eq!(poll("af-1").await.json()["state"], "failed");
-    let del = gw.url("/private/pg/v2/service_instances/af-1?service_id=svc&plan_id=async");
-    assert_eq!(
-        send("DELETE", &del, Some(platform("cf-eu")), "")
-            .await
-            .status,
-        200
-    );
+    let del = "/private/pg/v2/service_instances/af-1?service_id=svc&plan_id=async";
+    assert_eq!(status("DELETE", del, "cf-eu", "").await, 200);
     // An async provision that stays in progress.
     assert_eq!(put("slow-1", "async").await.status, 202);
     assert_eq!(poll("slow-1").await.json()["state"], "in progress");
@@ -194,26 +191,10 @@ async fn traffic(gw: &TestGateway) -> usize {
     assert_eq!(put("af-2", "async").await.status, 202);
     assert_eq!(poll("af-2").await.json()["state"], "failed");
     // Another customer's traffic, and a refused request.
+    let g1 = "/private/globex-db/v2/service_instances/g-1";
+    assert_eq!(status("PUT", g1, "k8s", r#"{"plan_id":"fail"}"#).await, 400);
     assert_eq!(
-        send(
-            "PUT",
-            &gw.url("/private/globex-db/v2/service_instances/g-1"),
-            Some(platform("k8s")),
-            r#"{"plan_id":"fail"}"#
-        )
-        .await
-        .status,
-        400
-    );
-    assert_eq!(
-        send(
-            "GET",
-            &gw.url("/private/nope/v2/catalog"),
-            Some(platform("cf-eu")),
-            ""
-        )
-        .await
-        .status,
+        status("GET", "/private/nope/v2/catalog", "cf-eu", "").await,
         404
     );
     13
