@@ -22,6 +22,9 @@ pub struct CaptureMetrics {
     pub dead_lettered: AtomicU64,
     /// Records lost: could not even be spooled (disk full or unwritable).
     pub dropped: AtomicU64,
+    /// Records whose captured bodies were left out because the queue and
+    /// the spool's backlog were both full (the record itself is kept).
+    pub bodies_shed: AtomicU64,
     /// Bytes waiting in the in-memory queue.
     pub queue_bytes: AtomicU64,
     /// Failed insert attempts (each batch retried later from the spool).
@@ -75,6 +78,11 @@ impl CaptureMetrics {
                 "dropped",
                 &self.dropped,
                 "Records lost because the spool could not be written.",
+            ),
+            (
+                "bodies_shed",
+                &self.bodies_shed,
+                "Records stored without their bodies to keep memory bounded.",
             ),
             (
                 "insert_failures",

@@ -157,7 +157,7 @@ impl Pipeline {
         }
         let record = Arc::new(record);
         // NB: broadcast::send never waits; a slow subscriber lags on its own.
-        let _ = self.inner.feed.send(record.clone());
+        self.inner.publish(&record);
         self.batch_bytes += q.weight;
         self.batch.push(record);
     }

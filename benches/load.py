@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""End-to-end load benchmark: direct, nginx, and the gateway (capture off,
+to the embedded store, to ClickHouse) in one run, over the same upstream.
+
+    python3 benches/load.py [--rounds 3] [--duration 8] [--conns 16,64,256]
+                            [--workloads catalog,provision,1mb] [--targets ...]
+
+Needs wrk (apt-get install -y wrk); nginx and clickhouse-server are used when
+installed (apt-get install -y nginx clickhouse-server), else their rows are
+skipped. On a 2-core machine the proxy under test runs on core 0 (the gateway
+with one worker thread, nginx with one worker process) and wrk plus the
+upstream on core 1 (taskset). Targets are interleaved in every round
+(A B C ... A B C ...), and each figure is the median over the rounds. CPU
+time per request comes from the proxy's own /proc counters over the run;
+peak RSS from VmHWM (the sum over nginx's processes).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASIC = "Basic YnJva2VyOmJyb2tlci1zZWNyZXQ="  # broker:broker-secret
+PLATFORM = "Basic ZGVtbzpkZW1v"  # demo:demo
+HZ = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+PROXY_CPU, LOAD_CPU = ("0", "1") if CORES >= 2 else ("0", "0")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_http(url, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except Exception:
+            time.sleep(0.1)
+    return False
+
+
+def spawn(cmd, cpu, log, env=None):
+    return subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, env=env)
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])  # utime + stime
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def nginx_pids(master):
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
+    return [master] + [int(p) for p in out.split()]
+
+
+WRK_LUA = """
+wrk.method = "{method}"
+wrk.headers["X-Broker-API-Version"] = "2.17"
+wrk.headers["Authorization"] = "{auth}"
+wrk.headers["Content-Type"] = "application/json"
+{body}
+"""
+
+
+def lua(work, name, method, auth, body_bytes):
+    path = os.path.join(work, f"{name}.lua")
+    body = ""
+    if body_bytes:
+        blob = os.path.join(work, f"{name}.body")
+        with open(blob, "wb") as f:
+            f.write(body_bytes)
+        body = f'local f = io.open("{blob}", "rb"); wrk.body = f:read("*a"); f:close()'
+    with open(path, "w") as f:
+        f.write(WRK_LUA.format(method=method, auth=auth, body=body))
+    return path
+
+
+def provision_body(size):
+    base = {"service_id": "svc-bench-0001", "plan_id": "plan-01-5d0c7a4e-8f7b-4b8e-9a43",
+            "organization_guid": "org", "space_guid": "space", "parameters": {"note": ""}}
+    pad = size - len(json.dumps(base).encode())
+    base["parameters"]["note"] = "x" * max(0, pad)
+    return json.dumps(base).encode()
+
+
+def run_wrk(url, script, conns, duration):
+    threads = 1 if conns < 64 else 2
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s",
+         "--latency", "-s", script, url],
+        capture_output=True, text=True).stdout
+    rps = p50 = p99 = None
+    errors = 0
+    for line in out.splitlines():
+        s = line.split()
+        if line.startswith("Requests/sec:"):
+            rps = float(s[1])
+        elif s and s[0] == "50%":
+            p50 = ms(s[1])
+        elif s and s[0] == "99%":
+            p99 = ms(s[1])
+        elif "Non-2xx" in line or "Socket errors" in line:
+            errors += sum(int(x.strip(",")) for x in s if x.strip(",").isdigit())
+        elif "requests in" in line:
+            total = int(s[0])
+    return rps, p50, p99, errors, total
+
+
+def ms(text):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * f
+    return float(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--conns", default="16,64,256")
+    ap.add_argument("--workloads", default="catalog,provision,1mb")
+    ap.add_argument("--targets", default="direct,nginx,gateway-off,gateway-local,gateway-clickhouse")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("needs wrk: apt-get install -y wrk")
+    subprocess.run(["cargo", "build", "--release", "--bin", "osb-gateway", "--example", "bench_broker"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    gw_bin = os.path.join(ROOT, "target/release/osb-gateway")
+    broker_bin = os.path.join(ROOT, "target/release/examples/bench_broker")
+    targets = args.targets.split(",")
+    nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    ch_bin = shutil.which("clickhouse-server") or ("/usr/bin/clickhouse-server" if os.path.exists("/usr/bin/clickhouse-server") else None)
+    if not nginx_bin and "nginx" in targets:
+        print("nginx not installed: its rows are skipped (apt-get install -y nginx)", file=sys.stderr)
+        targets.remove("nginx")
+    if not ch_bin and "gateway-clickhouse" in targets:
+        print("clickhouse-server not installed: its rows are skipped", file=sys.stderr)
+        targets.remove("gateway-clickhouse")
+
+    work = tempfile.mkdtemp(prefix="osbgw-load-")
+    log = open(os.path.join(work, "processes.log"), "w")
+    procs = []
+    try:
+        bport = free_port()
+        procs.append(spawn([broker_bin, f"127.0.0.1:{bport}"], LOAD_CPU, log))
+        wait_http(f"http://127.0.0.1:{bport}/")
+        ch_url = None
+        if "gateway-clickhouse" in targets:
+            chdir = os.path.join(work, "ch")
+            os.makedirs(chdir)
+            hp, tp = free_port(), free_port()
+            with open(os.path.join(chdir, "config.xml"), "w") as f:
+                f.write(f"""<?xml version="1.0"?><yandex>
+<logger><level>warning</level><log>{chdir}/server.log</log><errorlog>{chdir}/error.log</errorlog><console>0</console></logger>
+<listen_host>127.0.0.1</listen_host><http_port>{hp}</http_port><tcp_port>{tp}</tcp_port>
+<path>{chdir}/data/</path><tmp_path>{chdir}/tmp/</tmp_path><user_files_path>{chdir}/uf/</user_files_path>
+<format_schema_path>{chdir}/fs/</format_schema_path><users_config>users.xml</users_config>
+<default_profile>default</default_profile><default_database>default</default_database>
+<mark_cache_size>67108864</mark_cache_size></yandex>""")
+            with open(os.path.join(chdir, "users.xml"), "w") as f:
+                f.write("""<?xml version="1.0"?><yandex><profiles><default/></profiles>
+<users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+<quotas><default/></quotas></yandex>""")
+            procs.append(subprocess.Popen(["taskset", "-c", LOAD_CPU, ch_bin, f"--config-file={chdir}/config.xml"],
+                                          cwd=chdir, stdout=log, stderr=log, stdin=subprocess.DEVNULL))
+            ch_url = f"http://127.0.0.1:{hp}"
+            wait_http(ch_url + "/ping")
+
+        registry = os.path.join(work, "registry.toml")
+        with open(registry, "w") as f:
+            f.write(f"""[[platforms]]
+id = "demo"
+customer = "bench"
+username = "demo"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$/ADXs98dPFiPHGBu/n3V+Q$cqH+ppREMXCH08vUOyLrOMdAxW7J6jNZohc4vnQ08HA"
+[[brokers]]
+id = "bench"
+owner = "bench"
+catalog_refresh = "0s"
+  [brokers.private]
+  endpoint = "http://127.0.0.1:{bport}"
+  username = "broker"
+  password = "broker-secret"
+  development_mode = true
+""")
+        urls = {"direct": f"http://127.0.0.1:{bport}"}
+        pids = {}
+        env = dict(os.environ, TOKIO_WORKER_THREADS="1")
+        for t in targets:
+            if not t.startswith("gateway"):
+                continue
+            port = free_port()
+            capture = {"gateway-off": "enabled = false",
+                       "gateway-local": "",
+                       "gateway-clickhouse": f'[capture.clickhouse]\nurl = "{ch_url}"\ndatabase = "osb_load"\ntable = "exchanges"'}[t]
+            cfg = os.path.join(work, f"{t}.toml")
+            with open(cfg, "w") as f:
+                f.write(f"""development_mode = true
+data_dir = "{work}/data-{t}"
+[listen]
+address = "127.0.0.1:{port}"
+[registry]
+file = "{registry}"
+watch = false
+[catalog]
+refresh = false
+[log]
+level = "warn"
+[admin]
+enabled = false
+[capture]
+{capture if t == 'gateway-off' else ''}
+{'' if t == 'gateway-off' else capture}
+""")
+            p = spawn([gw_bin, "serve", "--config", cfg], PROXY_CPU, log, env)
+            procs.append(p)
+            pids[t] = [p.pid]
+            urls[t] = f"http://127.0.0.1:{port}/private/bench"
+            wait_http(f"http://127.0.0.1:{port}/")
+        if "nginx" in targets:
+            port = free_port()
+            conf = os.path.join(work, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(f"""worker_processes 1;
+worker_cpu_affinity auto;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/nginx-body;
+  proxy_temp_path {work}/nginx-proxy;
+  upstream broker {{ server 127.0.0.1:{bport}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    client_max_body_size 64m;
+    location /private/bench/ {{
+      proxy_pass http://broker/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "{BASIC}";
+    }}
+  }}
+}}
+""")
+            p = spawn([nginx_bin, "-c", conf, "-p", work], PROXY_CPU, log)
+            procs.append(p)
+            time.sleep(0.5)
+            pids["nginx"] = nginx_pids(p.pid)
+            urls["nginx"] = f"http://127.0.0.1:{port}/private/bench"
+
+        scripts = {
+            "catalog": ("/v2/catalog", None),
+            "provision": ("/v2/service_instances/inst-1?accepts_incomplete=true", provision_body(2048)),
+            "1mb": ("/v2/service_instances/inst-big", provision_body(1 << 20)),
+        }
+        results = {}
+        for w in args.workloads.split(","):
+            path, body = scripts[w]
+            for c in [int(x) for x in args.conns.split(",")]:
+                for r in range(args.rounds):
+                    for t in targets:
+                        auth = BASIC if t == "direct" else PLATFORM
+                        script = lua(work, f"{w}-{t}", "GET" if body is None else "PUT", auth, body)
+                        before = cpu_ticks(pids.get(t, []))
+                        rps, p50, p99, errors, total = run_wrk(urls[t] + path, script, c, args.duration)
+                        ticks = cpu_ticks(pids.get(t, [])) - before
+                        cpu_us = (ticks / HZ * 1e6 / total) if (t in pids and total) else None
+                        results.setdefault((w, c, t), []).append((rps, p50, p99, cpu_us, errors))
+                        print(f"round {r + 1} {w:<9} c={c:<3} {t:<18} {rps or 0:>9.0f} req/s p50 {p50 or 0:6.2f} ms p99 {p99 or 0:7.2f} ms"
+                              + (f" cpu {cpu_us:6.1f} us/req" if cpu_us else "") + (f" ERRORS {errors}" if errors else ""),
+                              file=sys.stderr, flush=True)
+        rss = {t: peak_rss_kb(pids[t]) for t in pids}
+        if ch_url and "gateway-clickhouse" in targets:
+            time.sleep(3)
+            q = urllib.request.urlopen(urllib.request.Request(
+                ch_url, data=b"SELECT count() FROM osb_load.exchanges FINAL")).read().decode().strip()
+            print(f"records in ClickHouse after the run: {q}", file=sys.stderr)
+
+        def med(vals, i):
+            v = [x[i] for x in vals if x[i] is not None]
+            return statistics.median(v) if v else None
+
+        print(f"\nmachine: {CORES} cores, {os.uname().machine}, proxy on core {PROXY_CPU}, wrk + upstream on core {LOAD_CPU}; "
+              f"{args.rounds} rounds x {args.duration}s, medians\n")
+        head = f"| workload | conns | target | req/s | p50 ms | p99 ms | proxy CPU us/req | peak RSS MB | vs nginx | vs direct |"
+        print(head)
+        print("|" + "---|" * 10)
+        for w in args.workloads.split(","):
+            for c in [int(x) for x in args.conns.split(",")]:
+                base_n = med(results.get((w, c, "nginx"), []), 0)
+                base_d = med(results.get((w, c, "direct"), []), 0)
+                for t in targets:
+                    v = results[(w, c, t)]
+                    rps, p50, p99, cpu = med(v, 0), med(v, 1), med(v, 2), med(v, 3)
+                    fmt = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
+                    print(f"| {w} | {c} | {t} | {fmt(rps, 0)} | {fmt(p50, 2)} | {fmt(p99, 2)} | {fmt(cpu)} | "
+                          f"{fmt(rss.get(t, 0) / 1024 if t in rss else None)} | "
+                          f"{fmt(rps / base_n if rps and base_n else None, 2)} | {fmt(rps / base_d if rps and base_d else None, 2)} |")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
