@@ -21,7 +21,7 @@ pub mod record;
 pub mod redact;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use http::header::HeaderName;
@@ -76,6 +76,29 @@ struct TxInner {
     enricher: std::sync::OnceLock<Enricher>,
     /// Bytes held by records waiting to be spooled on the blocking pool.
     overflow_bytes: AtomicU64,
+    /// Records waiting to be spooled, and whether a drain job runs.
+    overflow: Overflow,
+}
+
+/// The overflow path's queue: pushes never lock; one job on the blocking
+/// pool drains it in batches (one spool append each), instead of one
+/// blocking task per record (hundreds of threads, each with its own malloc
+/// arena, under a sustained overflow of large bodies).
+struct Overflow {
+    tx: std::sync::mpsc::Sender<RawExchange>,
+    rx: Mutex<std::sync::mpsc::Receiver<RawExchange>>,
+    running: AtomicBool,
+}
+
+impl Default for Overflow {
+    fn default() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Overflow {
+            tx,
+            rx: Mutex::new(rx),
+            running: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Adds what the capture pipeline cannot know itself to each record before
@@ -108,6 +131,7 @@ impl CaptureTx {
             warned_drop: AtomicBool::new(false),
             enricher: std::sync::OnceLock::new(),
             overflow_bytes: AtomicU64::new(0),
+            overflow: Overflow::default(),
         }))
     }
 
@@ -163,13 +187,14 @@ impl CaptureTx {
             weight = raw.weight() as u64;
         }
         self.0.overflow_bytes.fetch_add(weight, Relaxed);
+        if self.0.overflow.tx.send(raw).is_err() {
+            return;
+        }
+        if self.0.overflow.running.swap(true, SeqCst) {
+            return; // a drain job runs and will take it
+        }
         let inner = self.0.clone();
-        let job = move || {
-            let record = Arc::new(raw.into_record(&inner.redactor));
-            inner.publish(&record);
-            inner.spool_records(&[record]);
-            inner.overflow_bytes.fetch_sub(weight, Relaxed);
-        };
+        let job = move || inner.drain_overflow();
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
                 h.spawn_blocking(job);
@@ -180,6 +205,45 @@ impl CaptureTx {
 }
 
 impl TxInner {
+    /// Spools overflowed records in batches until none is left.
+    fn drain_overflow(&self) {
+        const BATCH: usize = 256;
+        loop {
+            let mut batch = Vec::new();
+            {
+                let rx = self.overflow.rx.lock().unwrap_or_else(|p| p.into_inner());
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                if batch.is_empty() {
+                    self.overflow.running.store(false, SeqCst);
+                    // NB: a record pushed between the last try_recv and the
+                    // store above saw `running` still set: take it here.
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            self.overflow.running.store(true, SeqCst);
+                            batch.push(r);
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+            let weight: u64 = batch.iter().map(|r| r.weight() as u64).sum();
+            let records: Vec<Arc<CaptureRecord>> = batch
+                .into_iter()
+                .map(|raw| Arc::new(raw.into_record(&self.redactor)))
+                .collect();
+            for r in &records {
+                self.publish(r);
+            }
+            self.spool_records(&records);
+            self.overflow_bytes.fetch_sub(weight, Relaxed);
+        }
+    }
+
     /// Publishes a record on the live feed, if anyone is tailing.
     ///
     /// NB: a broadcast channel keeps its last `capacity` values until they
@@ -267,6 +331,7 @@ impl CaptureHandle {
             warned_drop: AtomicBool::new(false),
             enricher: std::sync::OnceLock::new(),
             overflow_bytes: AtomicU64::new(0),
+            overflow: Overflow::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let pipeline = pipeline::Pipeline::new(cfg, paths, inner.clone(), rx, spool, stop_rx)?;
