@@ -230,12 +230,16 @@ impl RawExchange {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
             .unwrap_or(0);
+        let (request_body_size, request_body_truncated) =
+            (self.request_body.size, self.request_body.truncated);
         let request_body =
-            redactor.request_body(op, self.redact_parameters, &self.request_body, request_json);
+            redactor.request_body(op, self.redact_parameters, self.request_body, request_json);
+        let (response_body_size, response_body_truncated) =
+            (self.response_body.size, self.response_body.truncated);
         let response_body = redactor.response_body(
             op,
             self.redact_parameters,
-            &self.response_body,
+            self.response_body,
             response_json,
         );
         CaptureRecord {
@@ -273,11 +277,11 @@ impl RawExchange {
             request_headers: redactor.headers(&self.request_headers),
             response_headers: redactor.headers(&self.response_headers),
             request_body,
-            request_body_size: self.request_body.size,
-            request_body_truncated: self.request_body.truncated,
+            request_body_size,
+            request_body_truncated,
             response_body,
-            response_body_size: self.response_body.size,
-            response_body_truncated: self.response_body.truncated,
+            response_body_size,
+            response_body_truncated,
         }
     }
 }

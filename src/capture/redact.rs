@@ -55,7 +55,10 @@ impl Redactor {
                 let value = if always_secret(k) || self.secret_headers.contains(k) {
                     REDACTED.to_string()
                 } else {
-                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                    match v.to_str() {
+                        Ok(s) => s.to_owned(),
+                        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    }
                 };
                 (k.as_str().to_string(), value)
             })
@@ -67,7 +70,7 @@ impl Redactor {
         &self,
         op: Operation,
         redact_parameters: bool,
-        body: &BodyData,
+        body: BodyData,
         json: Option<Value>,
     ) -> String {
         let touches_parameters = matches!(
@@ -83,10 +86,10 @@ impl Redactor {
                     v.to_string()
                 }
                 None if body.bytes.is_empty() => String::new(),
-                None => unparseable(body),
+                None => unparseable(&body),
             };
         }
-        String::from_utf8_lossy(&body.bytes).into_owned()
+        text(body.bytes)
     }
 
     /// The response body to store.
@@ -94,14 +97,14 @@ impl Redactor {
         &self,
         op: Operation,
         redact_parameters: bool,
-        body: &BodyData,
+        body: BodyData,
         json: Option<Value>,
     ) -> String {
         let has_credentials = matches!(op, Operation::Bind | Operation::FetchBinding);
         let has_parameters =
             redact_parameters && matches!(op, Operation::FetchInstance | Operation::FetchBinding);
         if !has_credentials && !has_parameters {
-            return String::from_utf8_lossy(&body.bytes).into_owned();
+            return text(body.bytes);
         }
         match json {
             Some(mut v) => {
@@ -118,8 +121,17 @@ impl Redactor {
                 v.to_string()
             }
             None if body.bytes.is_empty() => String::new(),
-            None => unparseable(body),
+            None => unparseable(&body),
         }
+    }
+}
+
+/// The body as text: taken over without a copy when it is UTF-8 (OSB
+/// bodies are JSON), else with invalid sequences replaced.
+fn text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
