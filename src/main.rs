@@ -12,6 +12,14 @@ use clap::{Parser, Subcommand};
 use osb_gateway::config::{duration, GatewayConfig, SecretKey, SECRET_KEY_ENV};
 use osb_gateway::{load_registry, telemetry, Gateway, StartError};
 
+// NB: glibc malloc serves the proxy's 4 KB-1 MB body buffers from its slow
+// path (past the tcache), consolidates on free, and keeps one arena per
+// thread that touched it; mimalloc's per-thread free lists make those
+// allocations cheap and return freed pages (see benches/load.py, README
+// "Performance").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for bad configuration (sysexits EX_USAGE), as linkerd does.
 const EX_USAGE: u8 = 64;
 
