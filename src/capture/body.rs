@@ -29,7 +29,9 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub(crate) fn new(exchange: Arc<Exchange>, side: Side, cap: usize) -> Self {
+    /// A tap keeping up to `cap` bytes of `exchange`'s `side` body
+    /// ([`Exchange::tap`] takes the cap from the capture settings).
+    pub fn new(exchange: Arc<Exchange>, side: Side, cap: usize) -> Self {
         Tap {
             parts: Vec::new(),
             kept: 0,
