@@ -25,8 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::sync::{Arc, Mutex};
 
 use http::header::HeaderName;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use exchange::{Exchange, Side};
 pub use metrics::CaptureMetrics;
@@ -286,7 +285,7 @@ impl TxInner {
 pub struct CaptureHandle {
     tx: CaptureTx,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    task: Option<oneshot::Receiver<()>>,
     metrics: Arc<CaptureMetrics>,
 }
 
@@ -335,7 +334,26 @@ impl CaptureHandle {
         });
         let (stop, stop_rx) = watch::channel(false);
         let pipeline = pipeline::Pipeline::new(cfg, paths, inner.clone(), rx, spool, stop_rx)?;
-        let task = tokio::spawn(pipeline.run());
+        // NB: the pipeline runs on a thread of its own, with its own
+        // single-threaded runtime, not as a task among the proxy's
+        // connections. On a saturated worker a task gets one turn per round
+        // of all connection tasks, so record building and inserts fell
+        // behind the traffic (the queue filled and records went to the
+        // spool at 11k req/s); a thread gets its share from the OS
+        // scheduler whatever the number of connections.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("osb-capture-io")
+            .build()?;
+        let (done, task) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("osb-capture".into())
+            .spawn(move || {
+                rt.block_on(pipeline.run());
+                // Blocking jobs (spool writes) finish before `shutdown` returns.
+                drop(rt);
+                let _ = done.send(());
+            })?;
         Ok(CaptureHandle {
             tx: CaptureTx(inner),
             stop,

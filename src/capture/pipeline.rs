@@ -253,6 +253,11 @@ impl Pipeline {
                     .metrics
                     .inserted
                     .fetch_add(batch.len() as u64, Relaxed);
+                // NB: freeing thousands of records takes milliseconds; not
+                // on the worker thread that proxies requests.
+                if batch.len() > 64 {
+                    tokio::task::spawn_blocking(move || drop(batch));
+                }
             }
             Err(SinkError::BadData(e)) => self.dead_letter(batch, &e).await,
             Err(e) => {
