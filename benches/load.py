@@ -84,6 +84,35 @@ def peak_rss_kb(pids):
     return total
 
 
+def rss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def stream_50mb(url, blob, pids):
+    """PUTs a 50 MB body through the target once (curl streams it from a
+    file); returns (HTTP status, peak RSS growth in MB) over the upload,
+    sampled every 10 ms."""
+    before = rss_kb(pids)
+    p = subprocess.Popen(["taskset", "-c", LOAD_CPU, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                          "-X", "PUT", "-T", blob, "-H", f"Authorization: {PLATFORM}",
+                          "-H", "X-Broker-API-Version: 2.17", "-H", "Content-Type: application/json",
+                          url + "/v2/service_instances/inst-50mb"],
+                         stdout=subprocess.PIPE, text=True)
+    peak = before
+    while p.poll() is None:
+        peak = max(peak, rss_kb(pids))
+        time.sleep(0.01)
+    return p.stdout.read().strip(), (peak - before) / 1024
+
+
 def nginx_pids(master):
     out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
     return [master] + [int(p) for p in out.split()]
@@ -291,6 +320,15 @@ http {{
             "provision": ("/v2/service_instances/inst-1?accepts_incomplete=true", provision_body(2048)),
             "1mb": ("/v2/service_instances/inst-big", provision_body(1 << 20)),
         }
+        blob = os.path.join(work, "50mb.json")
+        with open(blob, "wb") as f:
+            f.write(provision_body(50 << 20))
+        growth = {}
+        for t in pids:
+            code, mb = stream_50mb(urls[t], blob, pids[t])
+            growth[t] = mb
+            print(f"50 MB body through {t}: HTTP {code}, RSS growth {mb:.1f} MB", file=sys.stderr, flush=True)
+        sent = {t: 1 for t in pids}  # the 50 MB request
         results = {}
         for w in args.workloads.split(","):
             path, body = scripts[w]
@@ -302,17 +340,31 @@ http {{
                         before = cpu_ticks(pids.get(t, []))
                         rps, p50, p99, errors, total = run_wrk(urls[t] + path, script, c, args.duration)
                         ticks = cpu_ticks(pids.get(t, [])) - before
+                        if t in sent:
+                            sent[t] += total
                         cpu_us = (ticks / HZ * 1e6 / total) if (t in pids and total) else None
                         results.setdefault((w, c, t), []).append((rps, p50, p99, cpu_us, errors))
                         print(f"round {r + 1} {w:<9} c={c:<3} {t:<18} {rps or 0:>9.0f} req/s p50 {p50 or 0:6.2f} ms p99 {p99 or 0:7.2f} ms"
                               + (f" cpu {cpu_us:6.1f} us/req" if cpu_us else "") + (f" ERRORS {errors}" if errors else ""),
                               file=sys.stderr, flush=True)
         rss = {t: peak_rss_kb(pids[t]) for t in pids}
+        lost_line = ""
         if ch_url and "gateway-clickhouse" in targets:
-            time.sleep(3)
-            q = urllib.request.urlopen(urllib.request.Request(
-                ch_url, data=b"SELECT count() FROM osb_load.exchanges FINAL")).read().decode().strip()
-            print(f"records in ClickHouse after the run: {q}", file=sys.stderr)
+            # NB: wrk counts completed responses; requests cut at the end of
+            # a run are recorded too (as aborted), so ClickHouse may hold a
+            # few more than wrk saw, never fewer.
+            q, last = None, None
+            for _ in range(60):
+                time.sleep(2)
+                q = int(urllib.request.urlopen(urllib.request.Request(
+                    ch_url, data=b"SELECT count() FROM osb_load.exchanges FINAL")).read().decode().strip())
+                if q == last and q >= sent["gateway-clickhouse"]:
+                    break
+                last = q
+            lost = max(0, sent["gateway-clickhouse"] - q)
+            lost_line = (f"capture to ClickHouse: {sent['gateway-clickhouse']} responses seen by the load generator, "
+                         f"{q} records in ClickHouse after the run: {lost} lost")
+            print(lost_line, file=sys.stderr)
 
         def med(vals, i):
             v = [x[i] for x in vals if x[i] is not None]
@@ -334,6 +386,12 @@ http {{
                     print(f"| {w} | {c} | {t} | {fmt(rps, 0)} | {fmt(p50, 2)} | {fmt(p99, 2)} | {fmt(cpu)} | "
                           f"{fmt(rss.get(t, 0) / 1024 if t in rss else None)} | "
                           f"{fmt(rps / base_n if rps and base_n else None, 2)} | {fmt(rps / base_d if rps and base_d else None, 2)} |")
+        print("\n| target | RSS growth streaming one 50 MB body (MB) | peak RSS over the whole run (MB) |")
+        print("|---|---|---|")
+        for t in pids:
+            print(f"| {t} | {growth[t]:.1f} | {rss[t] / 1024:.1f} |")
+        if lost_line:
+            print("\n" + lost_line)
     finally:
         for p in procs:
             p.terminate()

@@ -206,14 +206,21 @@ impl CaptureTx {
 impl TxInner {
     /// Spools overflowed records in batches until none is left.
     fn drain_overflow(&self) {
+        // NB: bounded in bytes too: 256 records of 1 MB bodies, plus their
+        // JSON, made a 0.5 GB batch.
         const BATCH: usize = 256;
+        const BATCH_BYTES: usize = 8 << 20;
         loop {
             let mut batch = Vec::new();
             {
                 let rx = self.overflow.rx.lock().unwrap_or_else(|p| p.into_inner());
-                while batch.len() < BATCH {
+                let mut bytes = 0;
+                while batch.len() < BATCH && bytes < BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(r) => batch.push(r),
+                        Ok(r) => {
+                            bytes += r.weight();
+                            batch.push(r);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -263,10 +270,18 @@ impl TxInner {
             .iter()
             .map(|r| serde_json::to_vec(&**r).expect("records serialize"))
             .collect();
-        let result = spool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(payloads.iter().map(Vec::as_slice));
+        // NB: segments are sealed at 16 MiB as well as on each replay tick,
+        // so a replay never reads more than that (plus one append) at once.
+        const SEGMENT_BYTES: u64 = 16 << 20;
+        let result = {
+            let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+            spool
+                .append(payloads.iter().map(Vec::as_slice))
+                .and_then(|n| match spool.open_segment() {
+                    Some((_, bytes, _)) if bytes >= SEGMENT_BYTES => spool.seal().map(|_| n),
+                    _ => Ok(n),
+                })
+        };
         match result {
             Ok(_) => {
                 self.metrics.spooled.fetch_add(n, Relaxed);

@@ -52,7 +52,7 @@ impl Sink {
 }
 
 /// Segments replayed per tick at most, so replay never starves the queue.
-const REPLAY_SEGMENTS_PER_TICK: usize = 4;
+const REPLAY_SEGMENTS_PER_TICK: usize = 2;
 
 pub(super) struct Pipeline {
     inner: Arc<TxInner>,
@@ -122,7 +122,13 @@ impl Pipeline {
                 },
                 _ = tick.tick() => {
                     self.flush().await;
-                    self.replay().await;
+                    // NB: the spool is replayed only while live records
+                    // leave the sink room: replaying into a sink that is
+                    // already behind filled the queue, which spooled more.
+                    let queued = self.inner.metrics.queue_bytes.load(Relaxed);
+                    if queued <= self.inner.limit / 4 {
+                        self.replay().await;
+                    }
                 }
                 _ = stop.changed() => break,
             }
@@ -328,12 +334,22 @@ impl Pipeline {
             if read.corrupt_tail {
                 tracing::warn!(segment = %seg.path.display(), kept = read.records.len(), "spool segment ends in a torn or corrupt record (crash mid-write?): replaying what precedes it");
             }
-            let records: Vec<Arc<CaptureRecord>> = read
-                .records
-                .iter()
-                .filter_map(|p| serde_json::from_slice(p).ok().map(Arc::new))
-                .collect();
-            for chunk in records.chunks(self.cfg.batch_max_rows) {
+            // NB: parsed chunk by chunk, each within the batch bounds, so a
+            // segment of large records is never all in memory as records.
+            let mut records = 0;
+            let mut payloads = read.records.iter().peekable();
+            while payloads.peek().is_some() {
+                let mut chunk = Vec::new();
+                let mut bytes = 0;
+                while chunk.len() < self.cfg.batch_max_rows && bytes < self.cfg.batch_max_bytes {
+                    let Some(p) = payloads.next() else { break };
+                    bytes += p.len();
+                    if let Ok(r) = serde_json::from_slice::<CaptureRecord>(p) {
+                        chunk.push(Arc::new(r));
+                    }
+                }
+                records += chunk.len();
+                let chunk = &chunk[..];
                 match self.write(chunk).await {
                     Ok(()) => {
                         self.inner
@@ -354,7 +370,7 @@ impl Pipeline {
                 tracing::error!(segment = %seg.path.display(), error = %e, "cannot remove replayed spool segment");
                 return;
             }
-            tracing::debug!(segment = %seg.path.display(), records = records.len(), "spool segment replayed");
+            tracing::debug!(segment = %seg.path.display(), records, "spool segment replayed");
         }
     }
 }
