@@ -145,6 +145,8 @@ impl ClientFactory {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // NB: bounded per connection, as on the platform side.
+            .http1_max_buf_size(64 * 1024)
             .pool_idle_timeout(self.pool.idle_timeout)
             .pool_max_idle_per_host(self.pool.max_idle_per_host)
             .build(connector.clone());
