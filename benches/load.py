@@ -286,7 +286,10 @@ enabled = false
             port = free_port()
             conf = os.path.join(work, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(f"""worker_processes 1;
+                # NB: run as root, the worker would drop to www-data and could
+                # not write its request-body buffer files into this private
+                # temp dir (every 1 MB request failed with a 500).
+                f.write(("user root root;\n" if os.geteuid() == 0 else "") + f"""worker_processes 1;
 worker_cpu_affinity auto;
 daemon off;
 pid {work}/nginx.pid;
@@ -354,7 +357,9 @@ http {{
             # a run are recorded too (as aborted), so ClickHouse may hold a
             # few more than wrk saw, never fewer.
             q, last = None, None
-            for _ in range(60):
+            # The spool replays while the sink has room: after an overload
+            # of 1 MB bodies that takes minutes.
+            for _ in range(300):
                 time.sleep(2)
                 q = int(urllib.request.urlopen(urllib.request.Request(
                     ch_url, data=b"SELECT count() FROM osb_load.exchanges FINAL")).read().decode().strip())
