@@ -247,8 +247,14 @@ async fn sink() -> std::net::SocketAddr {
                 let svc = hyper::service::service_fn(
                     |req: hyper::Request<hyper::body::Incoming>| async move {
                         let query = req.uri().query().unwrap_or("").to_string();
-                        let _ = req.into_body().collect().await;
-                        let body = if query.contains("version") {
+                        let sent = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let asks_version = |b: &[u8]| b.windows(9).any(|w| w == b"version()");
+                        let body = if asks_version(query.as_bytes()) || asks_version(&sent) {
                             Bytes::from_static(b"\x0518.16")
                         } else {
                             Bytes::new()
