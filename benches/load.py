@@ -72,24 +72,13 @@ def cpu_ticks(pids):
     return total
 
 
-def peak_rss_kb(pids):
+def status_kb(pids, field):
+    """Sum of a /proc/PID/status field (VmHWM: peak RSS, VmRSS: now) over pids."""
     total = 0
     for pid in pids:
         try:
             for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def rss_kb(pids):
-    total = 0
-    for pid in pids:
-        try:
-            for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -100,7 +89,7 @@ def stream_50mb(url, blob, pids):
     """PUTs a 50 MB body through the target once (curl streams it from a
     file); returns (HTTP status, peak RSS growth in MB) over the upload,
     sampled every 10 ms."""
-    before = rss_kb(pids)
+    before = status_kb(pids, "VmRSS")
     p = subprocess.Popen(["taskset", "-c", LOAD_CPU, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                           "-X", "PUT", "-T", blob, "-H", f"Authorization: {PLATFORM}",
                           "-H", "X-Broker-API-Version: 2.17", "-H", "Content-Type: application/json",
@@ -108,7 +97,7 @@ def stream_50mb(url, blob, pids):
                          stdout=subprocess.PIPE, text=True)
     peak = before
     while p.poll() is None:
-        peak = max(peak, rss_kb(pids))
+        peak = max(peak, status_kb(pids, "VmRSS"))
         time.sleep(0.01)
     return p.stdout.read().strip(), (peak - before) / 1024
 
@@ -350,7 +339,7 @@ http {{
                         print(f"round {r + 1} {w:<9} c={c:<3} {t:<18} {rps or 0:>9.0f} req/s p50 {p50 or 0:6.2f} ms p99 {p99 or 0:7.2f} ms"
                               + (f" cpu {cpu_us:6.1f} us/req" if cpu_us else "") + (f" ERRORS {errors}" if errors else ""),
                               file=sys.stderr, flush=True)
-        rss = {t: peak_rss_kb(pids[t]) for t in pids}
+        rss = {t: status_kb(pids[t], "VmHWM") for t in pids}
         lost_line = ""
         if ch_url and "gateway-clickhouse" in targets:
             # NB: wrk counts completed responses; requests cut at the end of

@@ -212,9 +212,9 @@ impl TxInner {
         const BATCH_BYTES: usize = 8 << 20;
         loop {
             let mut batch = Vec::new();
+            let mut bytes = 0;
             {
                 let rx = self.overflow.rx.lock().unwrap_or_else(|p| p.into_inner());
-                let mut bytes = 0;
                 while batch.len() < BATCH && bytes < BATCH_BYTES {
                     match rx.try_recv() {
                         Ok(r) => {
@@ -231,13 +231,13 @@ impl TxInner {
                     match rx.try_recv() {
                         Ok(r) => {
                             self.overflow.running.store(true, SeqCst);
+                            bytes += r.weight();
                             batch.push(r);
                         }
                         Err(_) => return,
                     }
                 }
             }
-            let weight: u64 = batch.iter().map(|r| r.weight() as u64).sum();
             let records: Vec<Arc<CaptureRecord>> = batch
                 .into_iter()
                 .map(|raw| Arc::new(raw.into_record(&self.redactor)))
@@ -246,7 +246,7 @@ impl TxInner {
                 self.publish(r);
             }
             self.spool_records(&records);
-            self.overflow_bytes.fetch_sub(weight, Relaxed);
+            self.overflow_bytes.fetch_sub(bytes as u64, Relaxed);
         }
     }
 

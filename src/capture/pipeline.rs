@@ -259,11 +259,6 @@ impl Pipeline {
                     .metrics
                     .inserted
                     .fetch_add(batch.len() as u64, Relaxed);
-                // NB: freeing thousands of records takes milliseconds; not
-                // on the worker thread that proxies requests.
-                if batch.len() > 64 {
-                    tokio::task::spawn_blocking(move || drop(batch));
-                }
             }
             Err(SinkError::BadData(e)) => self.dead_letter(batch, &e).await,
             Err(e) => {
@@ -347,6 +342,9 @@ impl Pipeline {
                     if let Ok(r) = serde_json::from_slice::<CaptureRecord>(p) {
                         chunk.push(Arc::new(r));
                     }
+                }
+                if chunk.is_empty() {
+                    continue; // none of these payloads parsed
                 }
                 records += chunk.len();
                 let chunk = &chunk[..];

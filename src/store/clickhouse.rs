@@ -287,14 +287,10 @@ impl ClickHouseWriter {
                 // both names are validated as [A-Za-z0-9_] by the config.
                 .insert_unescaped::<ExchangeRow<'_>>(&self.qualified_table())
                 .await?;
-            for (i, r) in rows.iter().enumerate() {
+            // NB: no yields needed here: the pipeline has a thread and a
+            // runtime of its own (capture::CaptureHandle::start).
+            for r in rows {
                 ins.write(&ExchangeRow::from(&**r)).await?;
-                // NB: encoding a large batch must not hold this worker
-                // thread: proxied requests share it. 32 rows of 4 KB bodies
-                // encode in about 0.1 ms.
-                if i % 32 == 31 {
-                    tokio::task::yield_now().await;
-                }
             }
             ins.end().await
         }
