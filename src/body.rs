@@ -90,8 +90,13 @@ where
     }
 }
 
-/// A proxied body in either direction: streamed, idle-timed, captured.
+/// The platform's request body on its way to the broker: streamed,
+/// idle-timed, captured.
 pub type ForwardBody = crate::capture::body::CaptureBody<TimedBody<Incoming>>;
+
+/// The broker's response body on its way back: the same, over a body that
+/// returns its connection to the pool when it ends.
+pub type BackwardBody = crate::capture::body::CaptureBody<TimedBody<crate::upstream::PooledBody>>;
 
 #[cfg(test)]
 mod tests {

@@ -751,3 +751,169 @@ async fn connect_timeout_gives_504() {
     assert!(d.contains("\"hung\"") && d.contains("300ms"), "{d}");
     drop(listener);
 }
+
+/// A bare HTTP/1.1 broker on a raw socket: answers every GET with
+/// `{"n":N}`, N counting the requests on that connection, and closes a
+/// connection idle for `idle` (as brokers' keep-alive timeouts do).
+struct RawBroker {
+    addr: std::net::SocketAddr,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawBroker {
+    async fn start(idle: std::time::Duration) -> RawBroker {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (o, c) = (opened.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                o.fetch_add(1, SeqCst);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut n = 0;
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        match tokio::time::timeout(idle, s.read(&mut chunk)).await {
+                            Ok(Ok(k)) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+                            _ => break,
+                        }
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            n += 1;
+                            let body = format!("{{\"n\":{n}}}");
+                            let resp = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if s.write_all(resp.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    c.fetch_add(1, SeqCst);
+                });
+            }
+        });
+        RawBroker {
+            addr,
+            opened,
+            closed,
+            task,
+        }
+    }
+}
+
+fn raw_registry(b: &RawBroker) -> String {
+    format!(
+        "{PLATFORMS}\n[[brokers]]\nid = \"raw\"\nowner = \"acme\"\n{}",
+        private(&format!("http://{}", b.addr), "")
+    )
+}
+
+#[tokio::test]
+async fn pooled_connections_are_reused_and_brokers_may_close_them() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let b = RawBroker::start(std::time::Duration::from_millis(300)).await;
+    let gw = TestGateway::dev(&raw_registry(&b)).await;
+    let url = gw.url("/private/raw/v2/catalog");
+    for n in 1..=3 {
+        assert_eq!(get(&url, Some(platform("cf-eu"))).await.json()["n"], n);
+    }
+    assert_eq!(b.opened.load(SeqCst), 1, "one keep-alive connection");
+    // The broker closes the idle connection; the next request gets a new one.
+    support::eventually(5, "broker closed the idle connection", || async {
+        b.closed.load(SeqCst) == 1
+    })
+    .await;
+    let r = get(&url, Some(platform("cf-eu"))).await;
+    assert_eq!((r.status.as_u16(), r.json()["n"].as_u64()), (200, Some(1)));
+    assert_eq!(b.opened.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let b = RawBroker::start(std::time::Duration::from_secs(60)).await;
+    let opts = Options {
+        tables: "\n[upstream]\npool_idle_timeout = \"200ms\"\n".into(),
+        ..Options::default()
+    };
+    let gw = TestGateway::start(&raw_registry(&b), opts).await.unwrap();
+    let url = gw.url("/private/raw/v2/catalog");
+    assert_eq!(get(&url, Some(platform("cf-eu"))).await.status, 200);
+    support::eventually(5, "the gateway closed its idle connection", || async {
+        b.closed.load(SeqCst) == 1
+    })
+    .await;
+    assert_eq!(get(&url, Some(platform("cf-eu"))).await.json()["n"], 1);
+}
+
+#[tokio::test]
+async fn unread_and_refused_bodies_do_not_leak_into_the_next_exchange() {
+    // GET catalog: 1 MB; PUT: 413 at once, without reading the request body;
+    // anything else: the path, so each answer can be told from the others.
+    let h: Handler = Arc::new(|req| {
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            match (req.method().as_str(), path.as_str()) {
+                ("GET", "/v2/catalog") => full(200, vec![b'x'; MB]),
+                ("PUT", _) => full(413, r#"{"error":"TooLarge"}"#),
+                _ => full(200, format!("{{\"path\":\"{path}\"}}")),
+            }
+        })
+    });
+    let b = Broker::http(h).await;
+    let reg = format!(
+        "{PLATFORMS}\n[[brokers]]\nid = \"pg\"\nowner = \"acme\"\n{}",
+        private(&b.url(""), "")
+    );
+    let gw = TestGateway::dev(&reg).await;
+    let check = |i: usize| {
+        let url = gw.url(&format!(
+            "/private/pg/v2/service_instances/i{i}/last_operation"
+        ));
+        async move {
+            let r = get(&url, Some(platform("cf-eu"))).await;
+            assert_eq!(
+                r.json()["path"],
+                format!("/v2/service_instances/i{i}/last_operation")
+            );
+        }
+    };
+    for round in 0..3 {
+        // The platform reads the head of a 1 MB answer and goes away.
+        let req = Request::get(gw.url("/private/pg/v2/catalog"))
+            .header("authorization", platform("cf-eu"))
+            .body(client::empty())
+            .unwrap();
+        let resp = client::plain().request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        drop(resp);
+        check(round * 10).await;
+        // The broker refuses a 4 MB body before reading it.
+        let r = support::client::send(
+            "PUT",
+            &gw.url("/private/pg/v2/service_instances/big"),
+            Some(platform("cf-eu")),
+            &"y".repeat(4 * MB),
+        )
+        .await;
+        assert!(matches!(r.status.as_u16(), 413 | 502), "{r:?}");
+        for i in 1..4 {
+            check(round * 10 + i).await;
+        }
+    }
+}

@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::body::{BoxError, ForwardBody};
+use crate::body::{BackwardBody, BoxError};
 
 enum Kind {
-    Upstream(ForwardBody),
+    Upstream(BackwardBody),
     Synthetic(Option<Bytes>),
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
@@ -21,7 +21,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: ForwardBody) -> Self {
+    pub(crate) fn upstream(body: BackwardBody) -> Self {
         ResponseBody {
             kind: Kind::Upstream(body),
         }

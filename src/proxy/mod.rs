@@ -31,7 +31,7 @@ use crate::metrics::{RequestMetrics, RouteStats};
 use crate::osb::{self, OsbError};
 use crate::registry::Route;
 use crate::registry::Routes;
-use crate::upstream::{describe_error, FailureKind};
+use crate::upstream::{describe_send_error, FailureKind, SendError};
 
 /// The request handler shared by every connection.
 #[derive(Clone)]
@@ -188,9 +188,9 @@ impl Proxy {
             .map(|pq| pq.as_str())
             .unwrap_or("/");
         let rest = split_target(req.uri().path(), pq)
-            .map(|t| t.rest.to_string())
+            .map(|t| t.rest)
             .unwrap_or_default();
-        let uri = match route.endpoint.join(&rest) {
+        let target = match route.endpoint.target(rest) {
             Ok(u) => u,
             Err(e) => {
                 return error_response(
@@ -199,6 +199,9 @@ impl Proxy {
                 )
             }
         };
+        let mut upstream_url = String::with_capacity(route.endpoint.url().len() + rest.len());
+        upstream_url.push_str(route.endpoint.url());
+        upstream_url.push_str(rest);
         let (mut parts, body) = req.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
@@ -210,13 +213,13 @@ impl Proxy {
                 parts.headers.insert(osb::REQUEST_IDENTITY, v);
             }
         }
-        ex.upstream_url = uri.to_string();
+        ex.upstream_url = upstream_url;
         ex.redact_parameters = route.redact_parameters;
         ex.stats = Some(route.stats.clone());
         if ex.capturing() {
             ex.request_headers = parts.headers.clone();
         }
-        parts.uri = uri;
+        parts.uri = target;
         parts.version = Version::HTTP_11;
         let ex = Arc::new(ex);
         let idle = route.timeouts.idle;
@@ -225,7 +228,7 @@ impl Proxy {
 
         let broker = || route.broker.to_string();
         let err =
-            match tokio::time::timeout(route.timeouts.response, route.client.request(upstream_req))
+            match tokio::time::timeout(route.timeouts.response, route.client.send(upstream_req))
                 .await
             {
                 Ok(Ok(resp)) => {
@@ -236,7 +239,7 @@ impl Proxy {
                     return Response::from_parts(parts, ResponseBody::upstream(body));
                 }
                 Ok(Err(e)) => {
-                    let (kind, cause) = describe_error(&e);
+                    let (kind, cause) = describe_send_error(&e);
                     ex.set_error_kind(match kind {
                         FailureKind::Timeout => "connect_timeout",
                         _ if is_tls_failure(&e) => "tls",
@@ -269,7 +272,7 @@ impl Proxy {
 }
 
 /// Whether a client error came from TLS (handshake, certificate).
-fn is_tls_failure(err: &hyper_util::client::legacy::Error) -> bool {
+fn is_tls_failure(err: &SendError) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = src {
         if e.downcast_ref::<rustls::Error>().is_some() {

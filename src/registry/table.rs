@@ -16,7 +16,7 @@ use crate::config::file::opt_duration;
 use crate::config::secret::{SecretContext, SecretSource};
 use crate::config::{Mode, PoolSettings, SecretKey, Timeouts};
 use crate::metrics::{RequestMetrics, RouteStats};
-use crate::upstream::{ClientFactory, Clients, Connector, Trust, UpstreamClient};
+use crate::upstream::{ClientFactory, Clients, Connector, Pool, Trust};
 
 /// The location name of private registrations in URLs.
 pub const PRIVATE: &str = "private";
@@ -96,6 +96,11 @@ impl Endpoint {
         self.authority.as_str()
     }
 
+    /// `scheme://host[:port]`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
     /// `true` for `https://`.
     pub fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
@@ -121,6 +126,18 @@ impl Endpoint {
             .path_and_query(PathAndQuery::try_from(pq)?)
             .build()
     }
+
+    /// The origin-form request target (`/base/v2/...?query`) for `rest`,
+    /// as [`Endpoint::join`] but without scheme and host.
+    ///
+    /// # Errors
+    /// When the result is not a valid request target.
+    pub fn target(&self, rest: &str) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(self.base_path.len() + rest.len());
+        pq.push_str(&self.base_path);
+        pq.push_str(rest);
+        Ok(Uri::from(PathAndQuery::try_from(pq)?))
+    }
 }
 
 /// One routable upstream: a private registration or a publication.
@@ -144,8 +161,8 @@ pub struct Route {
     pub ca_bundle: Option<PathBuf>,
     /// Effective timeouts.
     pub timeouts: Timeouts,
-    /// Pooled client for this route's trust configuration.
-    pub client: UpstreamClient,
+    /// Connection pool toward this route's upstream.
+    pub client: Pool,
     /// The client's connector (for the gateway's own calls: catalog refresh).
     pub connector: Connector,
     /// Captures redact `parameters` for this broker.
@@ -834,16 +851,17 @@ fn build_route(
             ca_bundle: ca_bundle.clone(),
         }
     };
-    let authority = endpoint
+    // NB: a pool needs an origin; a bad endpoint was reported above.
+    let client = match endpoint
         .as_ref()
-        .map(|e| e.authority().to_string())
-        .unwrap_or_default();
-    let client = match factory.client(&trust, timeouts.connect, &authority) {
-        Ok(c) => Some(c),
-        Err(r) => {
+        .map(|ep| factory.client(&trust, timeouts.connect, &ep.origin()))
+    {
+        Some(Ok(c)) => Some(c),
+        Some(Err(r)) => {
             errs.push(obj, f("ca_bundle"), e.ca_bundle.as_deref().unwrap_or(""), r);
             None
         }
+        None => None,
     };
     if errs.0.len() > before {
         return None;

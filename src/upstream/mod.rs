@@ -1,10 +1,12 @@
-//! Pooled HTTP clients toward brokers, one per trust configuration.
+//! Connection pools toward brokers, one per upstream origin and trust
+//! configuration.
 //!
-//! A client is hyper-util's legacy `Client` (pool keyed by scheme and
-//! authority, keep-alive) over hyper-rustls. Verified clients refuse
-//! `http://` at the connector as well as in registry validation; only a
-//! development-mode private registration gets [`Trust::Development`].
+//! The proxy sends through a [`Pool`] of HTTP/1.1 keep-alive connections
+//! made by a hyper-rustls connector. Verified connectors refuse `http://`
+//! as well as registry validation does; only a development-mode private
+//! registration gets [`Trust::Development`].
 
+pub mod pool;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -13,14 +15,9 @@ use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::ForwardBody;
 use crate::config::PoolSettings;
-
-/// The client type every route uses.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
+pub use pool::{Pool, PooledBody, SendError};
 
 /// How a route's upstream is trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,21 +37,21 @@ pub enum Trust {
 pub struct ClientKey {
     trust: Trust,
     connect_timeout: Duration,
-    /// `host:port` of the upstream: one pool per upstream, so a reload can
-    /// keep the pools of unchanged upstreams and drop the others.
-    authority: String,
+    /// `scheme://host:port` of the upstream: one pool per upstream, so a
+    /// reload can keep the pools of unchanged upstreams and drop the others.
+    origin: String,
 }
 
 /// The TLS-enforcing connector behind a client.
 pub type Connector = HttpsConnector<HttpConnector>;
 
-/// A pooled client and its connector (the gateway's own calls, such as
-/// catalog refreshes, build short-lived clients of other body types on the
-/// same connector, so they obey the same trust rules).
+/// A connection pool and its connector (the gateway's own calls, such as
+/// catalog refreshes, build short-lived clients on the same connector, so
+/// they obey the same trust rules).
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    /// The pooled client the proxy forwards through.
-    pub client: UpstreamClient,
+    /// The pool the proxy forwards through.
+    pub client: Pool,
     /// Its connector.
     pub connector: Connector,
 }
@@ -106,7 +103,7 @@ impl ClientFactory {
         Ok(cfg)
     }
 
-    /// The client for an upstream.
+    /// The pool for an upstream origin (`scheme://host[:port]`).
     ///
     /// # Errors
     /// When the CA bundle cannot be read or used.
@@ -114,12 +111,12 @@ impl ClientFactory {
         &mut self,
         trust: &Trust,
         connect_timeout: Duration,
-        authority: &str,
+        origin: &str,
     ) -> Result<Upstream, String> {
         let key = ClientKey {
             trust: trust.clone(),
             connect_timeout,
-            authority: authority.to_string(),
+            origin: origin.to_string(),
         };
         if let Some(c) = self.clients.get(&key) {
             return Ok(c.clone());
@@ -142,14 +139,12 @@ impl ClientFactory {
             Trust::Verified { .. } => builder.https_only().enable_http1().wrap_connector(http),
             Trust::Development => builder.https_or_http().enable_http1().wrap_connector(http),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // NB: bounded per connection, as on the platform side.
-            .http1_max_buf_size(64 * 1024)
-            .pool_idle_timeout(self.pool.idle_timeout)
-            .pool_max_idle_per_host(self.pool.max_idle_per_host)
-            .build(connector.clone());
+        let client = Pool::new(
+            connector.clone(),
+            origin,
+            self.pool.max_idle_per_host,
+            self.pool.idle_timeout,
+        )?;
         let upstream = Upstream { client, connector };
         self.clients.insert(key, upstream.clone());
         Ok(upstream)
@@ -168,6 +163,15 @@ pub enum FailureKind {
 /// Sorts a client error and describes its cause in one line (no secrets:
 /// hyper's errors never carry headers or credentials).
 pub fn describe_error(err: &hyper_util::client::legacy::Error) -> (FailureKind, String) {
+    describe(err, err.is_connect())
+}
+
+/// [`describe_error`] for the proxy's pools.
+pub fn describe_send_error(err: &SendError) -> (FailureKind, String) {
+    describe(err, err.is_connect())
+}
+
+fn describe(err: &(dyn std::error::Error + 'static), is_connect: bool) -> (FailureKind, String) {
     let mut kind = FailureKind::Unavailable;
     let mut parts: Vec<String> = Vec::new();
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -183,7 +187,7 @@ pub fn describe_error(err: &hyper_util::client::legacy::Error) -> (FailureKind, 
         }
         src = e.source();
     }
-    let prefix = if err.is_connect() {
+    let prefix = if is_connect {
         "cannot connect"
     } else {
         "request failed"
