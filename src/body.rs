@@ -1,10 +1,10 @@
 //! Body wrappers shared by the proxy and the upstream client.
 //!
-//! [`ForwardBody`] is the one concrete body type the upstream client sends
-//! (hyper-util's legacy client is generic over a single body type), and the
-//! broker's body on its way back: the capture tap around [`TimedBody`],
-//! which fails with [`IdleTimeout`] when the source produces nothing for
-//! `idle` while the consumer is waiting for data.
+//! [`ForwardBody`] is the one concrete body type the upstream pool sends
+//! (its connections are typed by body), and [`BackwardBody`] the broker's
+//! body on its way back: both the capture tap around [`TimedBody`], which
+//! fails with [`IdleTimeout`] when the source produces nothing for `idle`
+//! while the consumer is waiting for data.
 
 use std::future::Future;
 use std::pin::Pin;
