@@ -101,16 +101,12 @@ pub async fn serve<H: Handler>(
     opts: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    const BUF_SIZE: usize = 64 * 1024;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
-        // NB: hyper's default (~400 KB) read and write buffers per
-        // connection made a 1 MB-body load at 256 connections peak at
-        // 190 MB; 64 KB still reads a 1 MB body in a handful of syscalls.
-        .max_buf_size(BUF_SIZE)
+        .max_buf_size(crate::body::MAX_CONNECTION_BUF)
         .keep_alive(true);
     builder
         .http2()

@@ -96,9 +96,9 @@ impl Endpoint {
         self.authority.as_str()
     }
 
-    /// `scheme://host[:port]`.
-    pub fn origin(&self) -> String {
-        format!("{}://{}", self.scheme, self.authority)
+    /// `scheme://host[:port]`: the URL without its base path.
+    pub fn origin(&self) -> &str {
+        &self.url[..self.url.len() - self.base_path.len()]
     }
 
     /// `true` for `https://`.
@@ -117,13 +117,10 @@ impl Endpoint {
     /// # Errors
     /// When the result is not a valid URI (cannot happen for paths hyper accepted).
     pub fn join(&self, rest: &str) -> Result<Uri, http::Error> {
-        let mut pq = String::with_capacity(self.base_path.len() + rest.len());
-        pq.push_str(&self.base_path);
-        pq.push_str(rest);
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(PathAndQuery::try_from(pq)?)
+            .path_and_query(self.path_and_query(rest)?)
             .build()
     }
 
@@ -133,10 +130,14 @@ impl Endpoint {
     /// # Errors
     /// When the result is not a valid request target.
     pub fn target(&self, rest: &str) -> Result<Uri, http::Error> {
+        Ok(Uri::from(self.path_and_query(rest)?))
+    }
+
+    fn path_and_query(&self, rest: &str) -> Result<PathAndQuery, http::Error> {
         let mut pq = String::with_capacity(self.base_path.len() + rest.len());
         pq.push_str(&self.base_path);
         pq.push_str(rest);
-        Ok(Uri::from(PathAndQuery::try_from(pq)?))
+        Ok(PathAndQuery::try_from(pq)?)
     }
 }
 
@@ -854,7 +855,7 @@ fn build_route(
     // NB: a pool needs an origin; a bad endpoint was reported above.
     let client = match endpoint
         .as_ref()
-        .map(|ep| factory.client(&trust, timeouts.connect, &ep.origin()))
+        .map(|ep| factory.client(&trust, timeouts.connect, ep.origin()))
     {
         Some(Ok(c)) => Some(c),
         Some(Err(r)) => {

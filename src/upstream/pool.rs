@@ -79,9 +79,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Per-connection read and write buffer bound (as on the platform side).
-const MAX_BUF: usize = 64 * 1024;
-
 impl Pool {
     /// A pool toward `origin` (`scheme://host[:port]`), keeping at most
     /// `max_idle` idle connections, each for at most `idle_timeout`.
@@ -117,7 +114,7 @@ impl Pool {
             .build()
             .map_err(|e| format!("{origin:?}: {e}"))?;
         let mut builder = Builder::new();
-        builder.max_buf_size(MAX_BUF);
+        builder.max_buf_size(crate::body::MAX_CONNECTION_BUF);
         Ok(Pool {
             inner: Arc::new(Inner {
                 connector,

@@ -345,10 +345,21 @@ fn endpoint_join_keeps_base_path_and_query() {
         u.to_string(),
         "https://b.example:8443/osb/v2/service_instances/a%2Fb?accepts_incomplete=true"
     );
+    assert_eq!(e.origin(), "https://b.example:8443");
+    assert_eq!(
+        e.target("/v2/catalog?x=1").unwrap().to_string(),
+        "/osb/v2/catalog?x=1",
+        "the origin-form target the pool sends"
+    );
     let root = Endpoint::parse("https://b.example").unwrap();
     assert_eq!(
         root.join("/v2/catalog").unwrap().to_string(),
         "https://b.example/v2/catalog"
+    );
+    assert_eq!(root.origin(), "https://b.example");
+    assert_eq!(
+        root.target("/v2/catalog").unwrap().to_string(),
+        "/v2/catalog"
     );
 }
 
