@@ -237,9 +237,8 @@ async fn the_admin_listener_serves_tls_outside_development_mode() {
 async fn request_metrics_by_route_operation_and_status_class() {
     let a = Broker::http(answer(503, r#"{"description":"busy"}"#)).await;
     // A port nobody listens on: a connect error.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = support::RefusedPort::new();
+    let dead = closed.url.clone();
     let gw = TestGateway::dev(&registry(&a.url(""), &a.url(""))).await;
     for _ in 0..3 {
         get(&gw.url("/private/pg/v2/catalog"), Some(platform("cf-eu"))).await;

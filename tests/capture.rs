@@ -317,16 +317,12 @@ async fn one_record_per_exchange_for_every_outcome() {
         })
     });
     let slow = Broker::http(sleepy).await;
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = support::RefusedPort::new();
     let reg = registry(&[
         ("pg", &b.url(""), false),
         ("upload", &upload.url(""), false),
         ("slow", &slow.url(""), false),
-        ("gone", &format!("http://127.0.0.1:{dead_port}"), false),
+        ("gone", &dead.url, false),
     ]);
     let mut gw = start(&reg, capture_tables("")).await;
 

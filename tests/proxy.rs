@@ -349,13 +349,10 @@ async fn verified_upstream_with_unknown_certificate_is_502_while_dev_mode_and_ca
 
 #[tokio::test]
 async fn connection_refused_is_502_naming_the_broker() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let dead = support::RefusedPort::new();
     let reg = format!(
         "{PLATFORMS}\n[[brokers]]\nid = \"gone\"\nowner = \"acme\"\n{}",
-        private(&format!("http://127.0.0.1:{port}"), "")
+        private(&dead.url, "")
     );
     let gw = TestGateway::dev(&reg).await;
     let d = get(&gw.url("/private/gone/v2/catalog"), Some(platform("cf-eu")))

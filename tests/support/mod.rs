@@ -12,6 +12,28 @@ pub mod tls;
 use std::future::Future;
 use std::time::Duration;
 
+/// A loopback port that refuses connections for as long as this value
+/// lives: a socket bound to it but not listening. Binding and dropping a
+/// listener is not enough, because a test running in parallel may be given
+/// the freed port and answer on it.
+pub struct RefusedPort {
+    _socket: tokio::net::TcpSocket,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl RefusedPort {
+    pub fn new() -> RefusedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url = format!("http://{}", socket.local_addr().unwrap());
+        RefusedPort {
+            _socket: socket,
+            url,
+        }
+    }
+}
+
 /// Fails the test if `fut` takes longer than `secs` (a hang guard, not a
 /// performance assertion).
 pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
