@@ -2,6 +2,8 @@
 //! `brokers ...`, `reload`.
 
 mod admin_cli;
+#[cfg(target_os = "linux")]
+mod alloc;
 mod logs_cli;
 
 use std::io::Read as _;
@@ -16,9 +18,11 @@ use osb_gateway::{load_registry, telemetry, Gateway, StartError};
 // path (past the tcache), consolidates on free, and keeps one arena per
 // thread that touched it; mimalloc's per-thread free lists make those
 // allocations cheap (malloc was 17% of the capture path; see README
-// "Performance"). mimalloc returns freed pages only after its purge delay,
-// so a one-time peak (the first argon2 verification, 19 MiB) stays in RSS
-// for a while.
+// "Performance"). Huge blocks bypass it: see `alloc`.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static GLOBAL: alloc::Allocator = alloc::Allocator;
+#[cfg(not(target_os = "linux"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
