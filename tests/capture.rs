@@ -450,6 +450,122 @@ async fn bodies_past_the_cap_are_forwarded_whole_and_recorded_truncated() {
     );
 }
 
+#[tokio::test]
+async fn bodies_in_flight_share_one_memory_budget() {
+    // NB: the broker echoes; it says when it holds 4000 bytes of "a"'s body,
+    // so "b" runs while "a" keeps 4000 bytes of the 6000-byte budget.
+    let a_half = Arc::new(tokio::sync::Notify::new());
+    let notify = a_half.clone();
+    let echo: Handler = Arc::new(move |req| {
+        let notify = notify.clone();
+        Box::pin(async move {
+            let is_a = req.uri().path().ends_with("/a");
+            let mut body = req.into_body();
+            let mut got = Vec::new();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    let before = got.len();
+                    got.extend_from_slice(&data);
+                    if is_a && before < 4000 && got.len() >= 4000 {
+                        notify.notify_one();
+                    }
+                }
+            }
+            full(200, got)
+        })
+    });
+    let b = Broker::http(echo).await;
+    let mut gw = start(
+        &registry(&[("pg", &b.url(""), false)]),
+        capture_tables("max_body_bytes = 5000\ninflight_max_bytes = 6000\n"),
+    )
+    .await;
+    let put = |instance: &str, body: client::ReqBody| {
+        Request::put(gw.url(&format!("/private/pg/v2/service_instances/{instance}")))
+            .header("authorization", platform("cf-eu"))
+            .body(body)
+            .unwrap()
+    };
+    let (a_tx, a_rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, _>>(2);
+    let a_body =
+        http_body_util::StreamBody::new(futures_util::stream::unfold(a_rx, |mut rx| async move {
+            rx.recv().await.map(|x| (x, rx))
+        }));
+    let a = tokio::spawn(client::plain().request(put("a", a_body.boxed())));
+    a_tx.send(Ok(http_body::Frame::data(vec![b'a'; 4000].into())))
+        .await
+        .unwrap();
+    within(10, "4000 bytes of a at the broker", a_half.notified()).await;
+
+    let r = client::collect(
+        client::plain()
+            .request(put("b", client::bytes(vec![b'b'; 5000])))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.body.len(), 5000, "a cut record, never a cut body");
+    let metric = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let url = gw.admin_url("/metrics");
+    eventually(10, "b's bytes given back, a's 4000 still held", || {
+        let url = url.clone();
+        async move {
+            let m = client::admin("GET", &url, None, None).await;
+            metric(
+                &String::from_utf8_lossy(&m.body),
+                "osb_gateway_capture_inflight_bytes ",
+            ) == 4000
+        }
+    })
+    .await;
+
+    a_tx.send(Ok(http_body::Frame::data(vec![b'a'; 1000].into())))
+        .await
+        .unwrap();
+    drop(a_tx);
+    let r = client::collect(within(10, "a answered", a).await.unwrap().unwrap()).await;
+    assert_eq!(r.body.len(), 5000);
+    let m = client::admin("GET", &url, None, None).await;
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    assert_eq!(
+        metric(&text, "osb_gateway_capture_bodies_cut_total "),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "osb_gateway_capture_inflight_bytes "),
+        0,
+        "{text}"
+    );
+    gw.shutdown().await;
+
+    let recs = stored(&gw);
+    let kept = |id: &str| {
+        let r = recs.iter().find(|r| r.instance_id == id).unwrap();
+        (
+            (
+                r.request_body.len(),
+                r.request_body_size,
+                r.request_body_truncated,
+            ),
+            (
+                r.response_body.len(),
+                r.response_body_size,
+                r.response_body_truncated,
+            ),
+        )
+    };
+    // b: 2000 bytes left of the budget for its request, none for its
+    // response (its own request still holds 2000 until the record is sent).
+    assert_eq!(kept("b"), ((2000, 5000, true), (0, 5000, true)));
+    // a: its whole request once b was done, then the 1000 left for the response.
+    assert_eq!(kept("a"), ((5000, 5000, false), (1000, 5000, true)));
+}
+
 /// The secrets one exchange sequence uses, in every form they could be stored in.
 fn secrets() -> Vec<String> {
     let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);

@@ -6,6 +6,12 @@
 //! record does not pin hyper's read buffers while it waits in the queue.
 //! Nothing here locks, awaits or does I/O. Past the cap the body keeps
 //! flowing; only the keeping stops (linkerd's `ReplayBody`).
+//!
+//! The cap is per body; what all bodies in flight keep together is bounded
+//! too (`capture.inflight_max_bytes`): each kept slice is reserved from a
+//! shared budget first, and given back when the body ends and its bytes
+//! move to the record (whose queue has a byte bound of its own). Without
+//! it, memory grew with the connections: 256 uploads of 1 MiB kept 256 MiB.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,9 +27,12 @@ use crate::body::{BoxError, IdleTimeout};
 /// The capturing half of a body.
 pub struct Tap {
     parts: Vec<Bytes>,
+    /// Bytes kept, all of them reserved from the in-flight budget.
     kept: usize,
     seen: u64,
     cap: usize,
+    /// The budget ran out: nothing more is kept.
+    cut: bool,
     exchange: Arc<Exchange>,
     side: Side,
 }
@@ -37,6 +46,7 @@ impl Tap {
             kept: 0,
             seen: 0,
             cap,
+            cut: false,
             exchange,
             side,
         }
@@ -44,24 +54,40 @@ impl Tap {
 
     fn observe(&mut self, data: &Bytes) {
         self.seen += data.len() as u64;
-        if self.kept < self.cap {
-            let take = data.len().min(self.cap - self.kept);
-            self.parts.push(data.slice(..take));
-            self.kept += take;
+        if self.kept < self.cap && !self.cut && !data.is_empty() {
+            let want = data.len().min(self.cap - self.kept);
+            let take = self.exchange.capture_tx().reserve_body(want);
+            if take < want {
+                self.cut = true;
+            }
+            if take > 0 {
+                self.parts.push(data.slice(..take));
+                self.kept += take;
+            }
         }
     }
 
-    fn finish(self, end: BodyEnd) {
+    fn finish(mut self, end: BodyEnd) {
         let mut bytes = Vec::with_capacity(self.kept);
-        for p in &self.parts {
-            bytes.extend_from_slice(p);
+        for p in std::mem::take(&mut self.parts) {
+            bytes.extend_from_slice(&p);
         }
         let data = BodyData {
             truncated: self.seen > self.kept as u64,
             size: self.seen,
             bytes,
         };
-        self.exchange.set_body(self.side, data, end);
+        // NB: the reservation moves to the exchange with the bytes.
+        let reserved = std::mem::take(&mut self.kept);
+        self.exchange.set_body(self.side, data, end, reserved);
+    }
+}
+
+impl Drop for Tap {
+    /// Gives back a reservation not handed to the exchange (a tap dropped
+    /// unfinished) and counts a body the budget cut short.
+    fn drop(&mut self) {
+        self.exchange.capture_tx().release_body(self.kept, self.cut);
     }
 }
 

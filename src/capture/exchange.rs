@@ -9,6 +9,7 @@
 //! After sharing, each field is written once through a `OnceLock`: no lock
 //! is taken per frame, and none on the data path at all.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -92,6 +93,9 @@ pub struct Exchange {
     failure: OnceLock<(Outcome, String)>,
     request_body: OnceLock<(BodyData, BodyEnd)>,
     response_body: OnceLock<(BodyData, BodyEnd)>,
+    /// Body bytes held here against the in-flight budget, given back when
+    /// the record goes to the queue.
+    reserved: AtomicUsize,
 }
 
 impl Exchange {
@@ -126,6 +130,7 @@ impl Exchange {
             failure: OnceLock::new(),
             request_body: OnceLock::new(),
             response_body: OnceLock::new(),
+            reserved: AtomicUsize::new(0),
         }
     }
 
@@ -137,6 +142,11 @@ impl Exchange {
     /// A tap for one of this exchange's bodies.
     pub fn tap(self: &Arc<Self>, side: Side) -> Tap {
         Tap::new(self.clone(), side, self.tx.max_body())
+    }
+
+    /// The capture queue this exchange goes to.
+    pub(crate) fn capture_tx(&self) -> &CaptureTx {
+        &self.tx
     }
 
     /// Records the response head sent to the platform.
@@ -175,12 +185,18 @@ impl Exchange {
         let _ = self.response_body.set((data, BodyEnd::Complete));
     }
 
-    pub(crate) fn set_body(&self, side: Side, data: BodyData, end: BodyEnd) {
+    /// Stores a tapped body; `reserved` bytes of the in-flight budget now
+    /// belong to the exchange (given back when it is sent).
+    pub(crate) fn set_body(&self, side: Side, data: BodyData, end: BodyEnd, reserved: usize) {
         let slot = match side {
             Side::Request => &self.request_body,
             Side::Response => &self.response_body,
         };
-        let _ = slot.set((data, end));
+        if slot.set((data, end)).is_ok() {
+            self.reserved.fetch_add(reserved, Relaxed);
+        } else {
+            self.tx.release_body(reserved, false);
+        }
     }
 
     fn outcome(&self) -> (Outcome, String) {
@@ -261,6 +277,7 @@ impl Drop for Exchange {
             error = %error,
             "exchange"
         );
+        self.tx.release_body(*self.reserved.get_mut(), false);
         if !self.tx.enabled() {
             return;
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Upper bounds of the insert-latency histogram buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
 
-/// Counters of the capture pipeline. All are monotonic except `queue_bytes`.
+/// Counters of the capture pipeline. All are monotonic except the two `_bytes` gauges.
 #[derive(Debug, Default)]
 pub struct CaptureMetrics {
     /// Records handed to the pipeline.
@@ -25,8 +25,13 @@ pub struct CaptureMetrics {
     /// Records whose captured bodies were left out because the queue and
     /// the spool's backlog were both full (the record itself is kept).
     pub bodies_shed: AtomicU64,
+    /// Bodies whose kept prefix was cut short because the exchanges in
+    /// flight already held `capture.inflight_max_bytes` of body data.
+    pub bodies_cut: AtomicU64,
     /// Bytes waiting in the in-memory queue.
     pub queue_bytes: AtomicU64,
+    /// Body bytes kept by exchanges still streaming.
+    pub inflight_bytes: AtomicU64,
     /// Failed insert attempts (each batch retried later from the spool).
     pub insert_failures: AtomicU64,
     insert_seconds_sum_us: AtomicU64,
@@ -85,6 +90,11 @@ impl CaptureMetrics {
                 "Records stored without their bodies to keep memory bounded.",
             ),
             (
+                "bodies_cut",
+                &self.bodies_cut,
+                "Bodies kept shorter than capture.max_body_bytes because the exchanges in flight held capture.inflight_max_bytes.",
+            ),
+            (
                 "insert_failures",
                 &self.insert_failures,
                 "Failed insert attempts.",
@@ -104,6 +114,16 @@ impl CaptureMetrics {
             out,
             "osb_gateway_capture_queue_bytes {}",
             self.queue_bytes.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP osb_gateway_capture_inflight_bytes Body bytes kept by exchanges still streaming."
+        );
+        let _ = writeln!(out, "# TYPE osb_gateway_capture_inflight_bytes gauge");
+        let _ = writeln!(
+            out,
+            "osb_gateway_capture_inflight_bytes {}",
+            self.inflight_bytes.load(Relaxed)
         );
         let _ = writeln!(
             out,

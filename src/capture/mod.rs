@@ -66,6 +66,8 @@ struct TxInner {
     tx: Option<mpsc::UnboundedSender<Queued>>,
     limit: u64,
     max_body: usize,
+    /// Bound of `metrics.inflight_bytes`.
+    inflight_limit: u64,
     instance: String,
     metrics: Arc<CaptureMetrics>,
     redactor: Arc<Redactor>,
@@ -122,6 +124,10 @@ impl CaptureTx {
             tx: None,
             limit: 0,
             max_body: 0,
+            // NB: nothing is tapped through a disabled sender (its
+            // `max_body` is 0); a tap made by hand (the benches) keeps up to
+            // its own cap, as before the budget.
+            inflight_limit: u64::MAX,
             instance: instance.to_string(),
             metrics: Arc::default(),
             redactor: Arc::default(),
@@ -142,6 +148,40 @@ impl CaptureTx {
     /// Body bytes kept per body (0 when disabled).
     pub fn max_body(&self) -> usize {
         self.0.max_body
+    }
+
+    /// Reserves up to `want` bytes of the budget all exchanges in flight
+    /// share for the bodies they keep (`capture.inflight_max_bytes`);
+    /// returns how many were granted, 0 once it is spent. One
+    /// compare-and-swap, no lock. Give them back with
+    /// [`release_body`](Self::release_body).
+    pub(crate) fn reserve_body(&self, want: usize) -> usize {
+        let limit = self.0.inflight_limit;
+        let want = want as u64;
+        match self
+            .0
+            .metrics
+            .inflight_bytes
+            .fetch_update(Relaxed, Relaxed, |cur| {
+                (cur < limit).then(|| cur + want.min(limit - cur))
+            }) {
+            Ok(before) => want.min(limit - before) as usize,
+            Err(_) => 0,
+        }
+    }
+
+    /// Gives back bytes from [`reserve_body`](Self::reserve_body); `cut`
+    /// says the body got less than it asked for (counted once per body).
+    pub(crate) fn release_body(&self, bytes: usize, cut: bool) {
+        if bytes > 0 {
+            self.0
+                .metrics
+                .inflight_bytes
+                .fetch_sub(bytes as u64, Relaxed);
+        }
+        if cut {
+            self.0.metrics.bodies_cut.fetch_add(1, Relaxed);
+        }
     }
 
     /// Gateway instance name.
@@ -337,6 +377,7 @@ impl CaptureHandle {
             tx: Some(tx),
             limit: cfg.queue_max_bytes as u64,
             max_body: cfg.max_body_bytes,
+            inflight_limit: cfg.inflight_max_bytes as u64,
             instance: instance.to_string(),
             metrics: metrics.clone(),
             redactor: redactor.clone(),
@@ -412,4 +453,30 @@ impl CaptureHandle {
 /// A monotonic counter shared by tests and benches to wait on progress.
 pub fn load(c: &AtomicU64) -> u64 {
     c.load(Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_budget(limit: u64) -> CaptureTx {
+        let tx = CaptureTx::disabled("test");
+        let mut inner = Arc::try_unwrap(tx.0).ok().unwrap();
+        inner.inflight_limit = limit;
+        CaptureTx(Arc::new(inner))
+    }
+
+    #[test]
+    fn the_in_flight_budget_grants_what_is_left_and_counts_cut_bodies() {
+        let tx = with_budget(100);
+        assert_eq!(tx.reserve_body(40), 40);
+        assert_eq!(tx.reserve_body(70), 60, "a partial grant up to the bound");
+        assert_eq!(tx.reserve_body(1), 0, "spent");
+        assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
+        tx.release_body(40, false);
+        tx.release_body(0, true);
+        assert_eq!(tx.reserve_body(50), 40);
+        assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
+        assert_eq!(load(&tx.0.metrics.bodies_cut), 1);
+    }
 }

@@ -201,6 +201,8 @@ pub struct CaptureFile {
     pub enabled: Option<bool>,
     /// Body bytes kept per body (default 1 MiB).
     pub max_body_bytes: Option<usize>,
+    /// Body bytes kept by all exchanges in flight together (default 64 MiB).
+    pub inflight_max_bytes: Option<usize>,
     /// In-memory queue bound in bytes (default 64 MiB).
     pub queue_max_bytes: Option<usize>,
     /// Extra headers to redact.
@@ -352,6 +354,11 @@ impl CaptureFile {
         Ok(CaptureConfig {
             enabled: self.enabled.unwrap_or(true),
             max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
+            inflight_max_bytes: positive(
+                "capture.inflight_max_bytes",
+                self.inflight_max_bytes,
+                d.inflight_max_bytes,
+            )?,
             queue_max_bytes: positive(
                 "capture.queue_max_bytes",
                 self.queue_max_bytes,

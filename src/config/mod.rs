@@ -158,6 +158,10 @@ pub struct CaptureConfig {
     /// Body bytes kept per request and per response; longer bodies are
     /// forwarded whole and recorded as truncated with their full size.
     pub max_body_bytes: usize,
+    /// Body bytes all exchanges still streaming may keep together; past it
+    /// bodies are forwarded whole and recorded as truncated (bounds memory
+    /// whatever the number of connections).
+    pub inflight_max_bytes: usize,
     /// Bound of the in-memory queue, in bytes; past it records go straight to the spool.
     pub queue_max_bytes: usize,
     /// Extra header names whose values are redacted.
@@ -187,6 +191,7 @@ impl Default for CaptureConfig {
         CaptureConfig {
             enabled: true,
             max_body_bytes: 1024 * 1024,
+            inflight_max_bytes: 64 * 1024 * 1024,
             queue_max_bytes: 64 * 1024 * 1024,
             secret_headers: Vec::new(),
             feed_capacity: 4096,
