@@ -385,8 +385,15 @@ http {{
                     break
                 last = q
             lost = max(0, sent["gateway-clickhouse"] - q)
+            # Bodies kept shorter than the per-body cap because the bodies
+            # in flight held capture.inflight_max_bytes (1 MiB cap, the default).
+            cut = int(urllib.request.urlopen(urllib.request.Request(ch_url, data=(
+                b"SELECT countIf((request_body_truncated AND length(request_body) < least(request_body_size, 1048576))"
+                b" OR (response_body_truncated AND length(response_body) < least(response_body_size, 1048576)))"
+                b" FROM osb_load.exchanges FINAL"))).read().decode().strip())
             lost_line = (f"capture to ClickHouse: {sent['gateway-clickhouse']} responses seen by the load generator, "
-                         f"{q} records in ClickHouse after the run: {lost} lost")
+                         f"{q} records in ClickHouse after the run: {lost} lost; "
+                         f"{cut} with a body cut short by capture.inflight_max_bytes")
             print(lost_line, file=sys.stderr)
 
         def med(vals, i):
