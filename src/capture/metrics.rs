@@ -105,26 +105,23 @@ impl CaptureMetrics {
             let _ = writeln!(out, "# TYPE osb_gateway_capture_{name}_total counter");
             let _ = writeln!(out, "osb_gateway_capture_{name}_total {}", v.load(Relaxed));
         }
-        let _ = writeln!(
-            out,
-            "# HELP osb_gateway_capture_queue_bytes Bytes waiting in the capture queue."
-        );
-        let _ = writeln!(out, "# TYPE osb_gateway_capture_queue_bytes gauge");
-        let _ = writeln!(
-            out,
-            "osb_gateway_capture_queue_bytes {}",
-            self.queue_bytes.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP osb_gateway_capture_inflight_bytes Body bytes kept by exchanges still streaming."
-        );
-        let _ = writeln!(out, "# TYPE osb_gateway_capture_inflight_bytes gauge");
-        let _ = writeln!(
-            out,
-            "osb_gateway_capture_inflight_bytes {}",
-            self.inflight_bytes.load(Relaxed)
-        );
+        let gauges = [
+            (
+                "queue_bytes",
+                &self.queue_bytes,
+                "Bytes waiting in the capture queue.",
+            ),
+            (
+                "inflight_bytes",
+                &self.inflight_bytes,
+                "Body bytes kept by exchanges still streaming.",
+            ),
+        ];
+        for (name, v, help) in gauges {
+            let _ = writeln!(out, "# HELP osb_gateway_capture_{name} {help}");
+            let _ = writeln!(out, "# TYPE osb_gateway_capture_{name} gauge");
+            let _ = writeln!(out, "osb_gateway_capture_{name} {}", v.load(Relaxed));
+        }
         let _ = writeln!(
             out,
             "# HELP osb_gateway_capture_insert_seconds Latency of successful inserts."
@@ -166,5 +163,6 @@ mod tests {
         assert!(text.contains("osb_gateway_capture_insert_seconds_bucket{le=\"0.001\"} 0"));
         assert!(text.contains("osb_gateway_capture_insert_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("osb_gateway_capture_insert_seconds_count 1"));
+        assert!(text.contains("# TYPE osb_gateway_capture_inflight_bytes gauge\nosb_gateway_capture_inflight_bytes 0\n"));
     }
 }
