@@ -31,8 +31,6 @@ pub struct Tap {
     kept: usize,
     seen: u64,
     cap: usize,
-    /// The budget ran out: nothing more is kept.
-    cut: bool,
     exchange: Arc<Exchange>,
     side: Side,
 }
@@ -46,20 +44,19 @@ impl Tap {
             kept: 0,
             seen: 0,
             cap,
-            cut: false,
             exchange,
             side,
         }
     }
 
     fn observe(&mut self, data: &Bytes) {
+        // NB: only while all seen so far is kept: a body the budget cut
+        // keeps a prefix, never a prefix with holes.
+        let whole_so_far = self.kept as u64 == self.seen;
         self.seen += data.len() as u64;
-        if self.kept < self.cap && !self.cut && !data.is_empty() {
+        if whole_so_far && self.kept < self.cap && !data.is_empty() {
             let want = data.len().min(self.cap - self.kept);
             let take = self.exchange.capture_tx().reserve_body(want);
-            if take < want {
-                self.cut = true;
-            }
             if take > 0 {
                 self.parts.push(data.slice(..take));
                 self.kept += take;
@@ -85,9 +82,9 @@ impl Tap {
 
 impl Drop for Tap {
     /// Gives back a reservation not handed to the exchange (a tap dropped
-    /// unfinished) and counts a body the budget cut short.
+    /// unfinished; `finish` hands it over and leaves 0).
     fn drop(&mut self) {
-        self.exchange.capture_tx().release_body(self.kept, self.cut);
+        self.exchange.capture_tx().release_body(self.kept);
     }
 }
 

@@ -195,7 +195,7 @@ impl Exchange {
         if slot.set((data, end)).is_ok() {
             self.reserved.fetch_add(reserved, Relaxed);
         } else {
-            self.tx.release_body(reserved, false);
+            self.tx.release_body(reserved);
         }
     }
 
@@ -277,7 +277,7 @@ impl Drop for Exchange {
             error = %error,
             "exchange"
         );
-        self.tx.release_body(*self.reserved.get_mut(), false);
+        self.tx.release_body(*self.reserved.get_mut());
         if !self.tx.enabled() {
             return;
         }

@@ -153,34 +153,33 @@ impl CaptureTx {
     /// Reserves up to `want` bytes of the budget all exchanges in flight
     /// share for the bodies they keep (`capture.inflight_max_bytes`);
     /// returns how many were granted, 0 once it is spent. One
-    /// compare-and-swap, no lock. Give them back with
+    /// compare-and-swap, no lock. A short grant counts a cut body (a tap
+    /// asks no more after one). Give them back with
     /// [`release_body`](Self::release_body).
     pub(crate) fn reserve_body(&self, want: usize) -> usize {
         let limit = self.0.inflight_limit;
-        let want = want as u64;
-        match self
-            .0
-            .metrics
+        let metrics = &self.0.metrics;
+        let granted = match metrics
             .inflight_bytes
             .fetch_update(Relaxed, Relaxed, |cur| {
-                (cur < limit).then(|| cur + want.min(limit - cur))
+                (cur < limit).then(|| cur + (want as u64).min(limit - cur))
             }) {
-            Ok(before) => want.min(limit - before) as usize,
+            Ok(before) => (want as u64).min(limit - before) as usize,
             Err(_) => 0,
+        };
+        if granted < want {
+            metrics.bodies_cut.fetch_add(1, Relaxed);
         }
+        granted
     }
 
-    /// Gives back bytes from [`reserve_body`](Self::reserve_body); `cut`
-    /// says the body got less than it asked for (counted once per body).
-    pub(crate) fn release_body(&self, bytes: usize, cut: bool) {
+    /// Gives back bytes from [`reserve_body`](Self::reserve_body).
+    pub(crate) fn release_body(&self, bytes: usize) {
         if bytes > 0 {
             self.0
                 .metrics
                 .inflight_bytes
                 .fetch_sub(bytes as u64, Relaxed);
-        }
-        if cut {
-            self.0.metrics.bodies_cut.fetch_add(1, Relaxed);
         }
     }
 
@@ -473,10 +472,10 @@ mod tests {
         assert_eq!(tx.reserve_body(70), 60, "a partial grant up to the bound");
         assert_eq!(tx.reserve_body(1), 0, "spent");
         assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
-        tx.release_body(40, false);
-        tx.release_body(0, true);
-        assert_eq!(tx.reserve_body(50), 40);
+        assert_eq!(load(&tx.0.metrics.bodies_cut), 2, "each short grant");
+        tx.release_body(40);
+        assert_eq!(tx.reserve_body(40), 40, "what was given back");
         assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
-        assert_eq!(load(&tx.0.metrics.bodies_cut), 1);
+        assert_eq!(load(&tx.0.metrics.bodies_cut), 2);
     }
 }
