@@ -1,10 +1,10 @@
-//! Body wrappers shared by the proxy and the upstream client.
+//! Body pieces every listener and client shares, knowing nothing of the
+//! gateway's own types: the error type, the connection buffer bound,
+//! [`TimedBody`] (fails with [`IdleTimeout`] when the source produces
+//! nothing for `idle` while the consumer is waiting for data) and
+//! [`ResponseBody`], the answer either listener sends.
 //!
-//! [`ForwardBody`] is the one concrete body type the upstream pool sends
-//! (its connections are typed by body), and [`BackwardBody`] the broker's
-//! body on its way back: both the capture tap around [`TimedBody`], which
-//! fails with [`IdleTimeout`] when the source produces nothing for `idle`
-//! while the consumer is waiting for data.
+//! Arrows: a leaf; `upstream`, `capture`, `server`, `proxy` and `admin` use it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 /// Bound on hyper's read and write buffers per connection, on the platform
@@ -98,13 +97,95 @@ where
     }
 }
 
-/// The platform's request body on its way to the broker: streamed,
-/// idle-timed, captured.
-pub type ForwardBody = crate::capture::body::CaptureBody<TimedBody<Incoming>>;
+/// What a listener answers with: a streamed body `B` (the proxy's
+/// broker body), a body the gateway wrote, or a body fed by a channel (live
+/// tails). Generic rather than boxed, so the proxy's common path stays one
+/// concrete type without an allocation (rpxy's body enums).
+pub struct ResponseBody<B = Empty> {
+    kind: Kind<B>,
+}
 
-/// The broker's response body on its way back: the same, over a body that
-/// returns its connection to the pool when it ends.
-pub type BackwardBody = crate::capture::body::CaptureBody<TimedBody<crate::upstream::PooledBody>>;
+enum Kind<B> {
+    Stream(B),
+    Full(Option<Bytes>),
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+/// A body that is never there: the stream type of listeners that only
+/// write their answers themselves (the admin API).
+pub enum Empty {}
+
+impl Body for Empty {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match *self {}
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// A body streamed from `body`.
+    pub fn stream(body: B) -> Self {
+        ResponseBody {
+            kind: Kind::Stream(body),
+        }
+    }
+
+    /// A body the gateway wrote.
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody {
+            kind: Kind::Full(Some(bytes)),
+        }
+    }
+
+    /// A body streamed from a channel until its senders are gone (live
+    /// tails). Dropping the body closes the channel, which tells the sender.
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        ResponseBody {
+            kind: Kind::Channel(rx),
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Channel(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Stream(body) => body.is_end_stream(),
+            Kind::Channel(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Stream(body) => body.size_hint(),
+            Kind::Channel(_) => SizeHint::default(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

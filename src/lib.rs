@@ -5,9 +5,11 @@
 //! authenticates platforms and injects the broker's credentials, enforces
 //! HTTPS toward brokers, and streams bodies both ways.
 //!
-//! Module arrows go one way: `proxy` uses `registry`, `upstream`, `osb` and
-//! `body`; `registry` uses `config` and `upstream`; nothing uses `proxy`.
-//! [`Gateway::spawn`] is what `main` and the integration tests both run.
+//! Module arrows go one way (see `docs/ARCHITECTURE.md`): `proxy` uses
+//! `registry`, `upstream`, `osb`, `capture` and `body`; `capture` uses
+//! `store`; `admin` uses the others; nothing uses `proxy` or `admin`, and
+//! both are served by `server`. [`Gateway::spawn`] is what the binary and
+//! the integration tests both run.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod osb;
 pub mod proxy;
 pub mod registry;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
@@ -139,7 +142,7 @@ impl Gateway {
             tracing::info!("no secret key configured: using a temporary one for passwords set through the admin API (the embedded registry is not written to disk)");
         }
         let tls = match &cfg.tls {
-            Some(files) => Some(proxy::accept::tls_acceptor(files).map_err(StartError::Tls)?),
+            Some(files) => Some(server::tls_acceptor(files).map_err(StartError::Tls)?),
             None => None,
         };
         let listener = TcpListener::bind(cfg.listen)
@@ -187,7 +190,7 @@ impl Gateway {
             )
         });
         let (shutdown, rx) = watch::channel(false);
-        let opts = proxy::accept::ServeOptions {
+        let opts = server::ServeOptions {
             tls,
             header_read_timeout: cfg.header_read_timeout,
             grace: cfg.shutdown_grace,
@@ -195,7 +198,7 @@ impl Gateway {
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let admin_addr = if cfg.admin.enabled {
             let admin_tls = match &cfg.admin.tls {
-                Some(files) => Some(proxy::accept::tls_acceptor(files).map_err(StartError::Tls)?),
+                Some(files) => Some(server::tls_acceptor(files).map_err(StartError::Tls)?),
                 None => None,
             };
             let l = TcpListener::bind(cfg.admin.listen)
@@ -225,17 +228,17 @@ impl Gateway {
                 tokens: cfg.admin.tokens.clone(),
                 ready: ready.clone(),
             });
-            let opts = proxy::accept::ServeOptions {
+            let opts = server::ServeOptions {
                 tls: admin_tls,
                 header_read_timeout: cfg.header_read_timeout,
                 grace: cfg.shutdown_grace,
             };
-            tokio::spawn(proxy::accept::serve(l, admin, opts, rx.clone()));
+            tokio::spawn(server::serve(l, admin, opts, rx.clone()));
             Some(a)
         } else {
             None
         };
-        let task = tokio::spawn(proxy::accept::serve(
+        let task = tokio::spawn(server::serve(
             listener,
             proxy::Proxy::new(routes.clone(), capture.tx(), requests.clone()),
             opts,

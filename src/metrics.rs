@@ -15,21 +15,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::osb::Operation;
+use crate::upstream::Failure;
 
 /// Upper bounds of the latency histogram buckets, in seconds (the OSB
 /// range: fast catalog answers up to the platform's 60 s limit).
 pub const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0,
-];
-
-/// Kinds of upstream failure counted per route.
-pub const UPSTREAM_ERROR_KINDS: [&str; 6] = [
-    "connect",
-    "tls",
-    "connect_timeout",
-    "response_timeout",
-    "idle_timeout",
-    "protocol",
 ];
 
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -47,7 +38,7 @@ pub struct RouteStats {
     broker: Arc<str>,
     location: Arc<str>,
     ops: [OnceLock<Box<OpStats>>; Operation::ALL.len()],
-    upstream_errors: [AtomicU64; UPSTREAM_ERROR_KINDS.len()],
+    upstream_errors: [AtomicU64; Failure::ALL.len()],
 }
 
 impl std::fmt::Debug for RouteStats {
@@ -83,11 +74,9 @@ impl RouteStats {
         s.sum_us.fetch_add(took.as_micros() as u64, Relaxed);
     }
 
-    /// Counts one upstream failure of `kind` (one of [`UPSTREAM_ERROR_KINDS`]).
-    pub fn upstream_error(&self, kind: &str) {
-        if let Some(i) = UPSTREAM_ERROR_KINDS.iter().position(|k| *k == kind) {
-            self.upstream_errors[i].fetch_add(1, Relaxed);
-        }
+    /// Counts one upstream failure of `kind`.
+    pub fn upstream_error(&self, kind: Failure) {
+        self.upstream_errors[kind.index()].fetch_add(1, Relaxed);
     }
 }
 
@@ -166,8 +155,9 @@ impl RequestMetrics {
             "# HELP osb_gateway_upstream_errors_total Failures reaching or reading a broker, by kind.\n# TYPE osb_gateway_upstream_errors_total counter"
         );
         for r in &routes {
-            for (i, kind) in UPSTREAM_ERROR_KINDS.iter().enumerate() {
-                let n = r.upstream_errors[i].load(Relaxed);
+            for kind in Failure::ALL {
+                let n = r.upstream_errors[kind.index()].load(Relaxed);
+                let kind = kind.as_str();
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -205,7 +195,7 @@ mod tests {
         let r = m.route("pg", "eu");
         r.observe(Operation::FetchCatalog, 200, Duration::from_millis(3));
         r.observe(Operation::FetchCatalog, 503, Duration::from_secs(2));
-        r.upstream_error("connect");
+        r.upstream_error(Failure::Connect);
         assert!(Arc::ptr_eq(&r, &m.route("pg", "eu")));
         let mut out = String::new();
         m.render(&mut out);

@@ -25,9 +25,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::{catalog_summary, error, json_response, method_not_allowed, Admin};
+use crate::body::ResponseBody;
 use crate::config::secret::SecretSource;
 use crate::config::{AdminToken, TokenScope};
-use crate::proxy::body::ResponseBody;
 use crate::registry::file::{BrokerFile, EndpointFile};
 use crate::registry::lifecycle::{self, Actor};
 use crate::registry::{ChangeError, ReloadReport, PRIVATE};

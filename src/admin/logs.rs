@@ -26,8 +26,8 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{error, json_response, Admin};
+use crate::body::ResponseBody;
 use crate::config::{AdminToken, TokenScope};
-use crate::proxy::body::ResponseBody;
 use crate::store::query::{Cursor, Filter, Order, Search, StatusExpr, Summary};
 use crate::store::CaptureRecord;
 use crate::timefmt::parse_rfc3339_us;

@@ -16,7 +16,6 @@
 //! listener from `proxy`.
 
 mod brokers;
-pub mod client;
 mod logs;
 
 pub use logs::Subscribe;
@@ -25,42 +24,22 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use rand::RngCore as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::body::ResponseBody;
 use crate::capture::CaptureMetrics;
 use crate::catalog::{Catalogs, RouteCatalog};
 use crate::config::duration;
 use crate::config::{AdminToken, TokenScope};
 use crate::metrics::RequestMetrics;
-use crate::proxy::accept::Handler;
-use crate::proxy::body::ResponseBody;
 use crate::registry::{Reloader, Routes};
-
-/// A new random admin token (256 bits, base64url).
-pub fn new_token() -> String {
-    let mut b = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut b);
-    format!(
-        "osbgw_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-    )
-}
-
-/// Hex SHA-256 of a token, as `[[admin.tokens]]` stores it.
-pub fn token_sha256_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use crate::server::Handler;
 
 /// Everything the admin plane reads or acts on.
 #[derive(Clone)]
@@ -356,6 +335,8 @@ fn text(status: StatusCode, body: String) -> Response<ResponseBody> {
 }
 
 impl Handler for Admin {
+    type Body = ResponseBody;
+
     async fn call(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         self.route(req).await
     }

@@ -6,8 +6,9 @@
 //! refused, the upstream failed or the platform went away (pingora's
 //! `logging` phase; linkerd's `BodyWithEosFn::Cancelled`).
 //!
-//! After sharing, each field is written once through a `OnceLock`: no lock
-//! is taken per frame, and none on the data path at all.
+//! The exchange is shared from its start; each part learnt later (the
+//! [`Routing`], the response head, each body) is written once through a
+//! `OnceLock`: no lock is taken per frame, and none on the data path at all.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -22,6 +23,7 @@ use super::record::{BodyData, Outcome, RawExchange};
 use super::CaptureTx;
 use crate::metrics::RouteStats;
 use crate::osb::Operation;
+use crate::upstream::Failure;
 
 /// Which body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,26 @@ struct ResponseHead {
     ttfb: Option<std::time::Duration>,
 }
 
+/// Where an exchange went: set once, by the proxy, when the request was
+/// routed (forwarded or answered by the gateway) or refused.
+#[derive(Debug, Default)]
+pub struct Routing {
+    /// Authenticated platform.
+    pub platform: Option<Arc<str>>,
+    /// Location from the URL.
+    pub location: String,
+    /// Broker from the URL.
+    pub broker: String,
+    /// Upstream URL, once routed.
+    pub upstream_url: String,
+    /// Request headers (as forwarded, or as received); empty when not capturing.
+    pub request_headers: HeaderMap,
+    /// The route redacts `parameters`.
+    pub redact_parameters: bool,
+    /// Request counters of the route (or of unrouted requests).
+    pub stats: Option<Arc<RouteStats>>,
+}
+
 /// One exchange. Public fields are filled by the proxy before the exchange
 /// is shared.
 pub struct Exchange {
@@ -74,21 +96,8 @@ pub struct Exchange {
     pub osb_path: String,
     /// Classified operation.
     pub operation: Operation,
-    /// Authenticated platform.
-    pub platform: Option<Arc<str>>,
-    /// Location from the URL.
-    pub location: String,
-    /// Broker from the URL.
-    pub broker: String,
-    /// Upstream URL, once routed.
-    pub upstream_url: String,
-    /// Request headers (as forwarded, or as received).
-    pub request_headers: HeaderMap,
-    /// The route redacts `parameters`.
-    pub redact_parameters: bool,
-    /// Request counters of the route (or of unrouted requests).
-    pub stats: Option<Arc<RouteStats>>,
-    error_kind: OnceLock<&'static str>,
+    routing: OnceLock<Routing>,
+    failure_kind: OnceLock<Failure>,
     response: OnceLock<ResponseHead>,
     failure: OnceLock<(Outcome, String)>,
     request_body: OnceLock<(BodyData, BodyEnd)>,
@@ -118,20 +127,19 @@ impl Exchange {
             query: query.to_string(),
             osb_path: String::new(),
             operation: Operation::Other,
-            platform: None,
-            location: String::new(),
-            broker: String::new(),
-            upstream_url: String::new(),
-            request_headers: HeaderMap::new(),
-            redact_parameters: false,
-            stats: None,
-            error_kind: OnceLock::new(),
+            routing: OnceLock::new(),
+            failure_kind: OnceLock::new(),
             response: OnceLock::new(),
             failure: OnceLock::new(),
             request_body: OnceLock::new(),
             response_body: OnceLock::new(),
             reserved: AtomicUsize::new(0),
         }
+    }
+
+    /// Records where the exchange went (once; later calls are ignored).
+    pub fn set_routing(&self, routing: Routing) {
+        let _ = self.routing.set(routing);
     }
 
     /// Whether bodies and headers are kept (capture enabled).
@@ -169,10 +177,9 @@ impl Exchange {
         let _ = self.failure.set((outcome, cause));
     }
 
-    /// Names the kind of an upstream failure for the metrics (one of
-    /// `metrics::UPSTREAM_ERROR_KINDS`).
-    pub fn set_error_kind(&self, kind: &'static str) {
-        let _ = self.error_kind.set(kind);
+    /// Names the kind of an upstream failure (for the metrics).
+    pub fn set_failure(&self, kind: Failure) {
+        let _ = self.failure_kind.set(kind);
     }
 
     /// Records a body the gateway wrote itself (error answers).
@@ -251,13 +258,14 @@ impl Drop for Exchange {
         let duration = self.start.elapsed();
         let head = self.response.take();
         let status = head.as_ref().map(|h| h.status.as_u16()).unwrap_or(0);
-        if let Some(stats) = &self.stats {
+        let routing = self.routing.take().unwrap_or_default();
+        if let Some(stats) = &routing.stats {
             stats.observe(self.operation, status, duration);
             if matches!(outcome, Outcome::Timeout | Outcome::UpstreamError) {
-                let kind = match (self.error_kind.get(), outcome) {
-                    (Some(k), _) => k,
-                    (None, Outcome::Timeout) => "idle_timeout",
-                    (None, _) => "protocol",
+                let kind = match (self.failure_kind.get(), outcome) {
+                    (Some(k), _) => *k,
+                    (None, Outcome::Timeout) => Failure::IdleTimeout,
+                    (None, _) => Failure::Protocol,
                 };
                 stats.upstream_error(kind);
             }
@@ -265,9 +273,9 @@ impl Drop for Exchange {
         tracing::info!(
             target: "osb_gateway::exchange",
             request_id = %self.request_id,
-            platform = self.platform.as_deref().unwrap_or("-"),
-            location = %self.location,
-            broker = %self.broker,
+            platform = routing.platform.as_deref().unwrap_or("-"),
+            location = %routing.location,
+            broker = %routing.broker,
             operation = self.operation.as_str(),
             method = %self.method,
             path = %self.path,
@@ -297,24 +305,24 @@ impl Drop for Exchange {
             duration_us: duration.as_micros() as u64,
             ttfb_us: ttfb.map(|d| d.as_micros() as u64).unwrap_or(0),
             gateway: self.tx.instance().to_string(),
-            platform: self.platform.as_deref().unwrap_or("").to_string(),
-            location: std::mem::take(&mut self.location),
-            broker: std::mem::take(&mut self.broker),
-            upstream_url: std::mem::take(&mut self.upstream_url),
+            platform: routing.platform.as_deref().unwrap_or("").to_string(),
+            location: routing.location,
+            broker: routing.broker,
+            upstream_url: routing.upstream_url,
             method: self.method.clone(),
             path: std::mem::take(&mut self.path),
             query: std::mem::take(&mut self.query),
             osb_path: std::mem::take(&mut self.osb_path),
             operation: self.operation,
             request_id: std::mem::take(&mut self.request_id),
-            request_headers: std::mem::take(&mut self.request_headers),
+            request_headers: routing.request_headers,
             response_headers,
             status,
             outcome,
             error,
             request_body,
             response_body,
-            redact_parameters: self.redact_parameters,
+            redact_parameters: routing.redact_parameters,
         });
     }
 }

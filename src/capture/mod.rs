@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use http::header::HeaderName;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use exchange::{Exchange, Side};
+pub use exchange::{Exchange, Routing, Side};
 pub use metrics::CaptureMetrics;
 pub use record::{CaptureRecord, Outcome, RawExchange};
 

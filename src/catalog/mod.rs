@@ -18,8 +18,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -162,8 +160,14 @@ enum Fetched {
     NotModified,
 }
 
-/// One `GET /v2/catalog` with `authorization`, through the route's connector
-/// (same trust rules as the proxy).
+fn header_text(h: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// One `GET /v2/catalog` with `authorization`, through the route's own
+/// pool (same connections and trust rules as the proxy).
 async fn fetch(
     route: &Route,
     authorization: &HeaderValue,
@@ -171,12 +175,8 @@ async fn fetch(
 ) -> Result<(StatusCode, Fetched), String> {
     let uri = route
         .endpoint
-        .join("/v2/catalog")
+        .target("/v2/catalog")
         .map_err(|e| format!("cannot build the catalog URL: {e}"))?;
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(0)
-        .build(route.connector.clone());
     let mut req = Request::get(uri);
     let h = req.headers_mut().expect("a fresh builder has headers");
     h.insert(header::AUTHORIZATION, authorization.clone());
@@ -199,26 +199,27 @@ async fn fetch(
         }
     }
     let req = req
-        .body(Empty::new())
+        .body(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let limit = route.timeouts.response.min(Duration::from_secs(60));
     let work = async {
-        let resp = client.request(req).await.map_err(|e| {
-            let (_, cause) = crate::upstream::describe_error(&e);
-            cause
-        })?;
+        let pool = route.client.clone();
+        let resp = pool.send(req).await.map_err(|e| e.failure().1)?;
         let status = resp.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok((status, Fetched::NotModified));
         }
-        let header = |n: header::HeaderName| {
-            resp.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let (etag, last_modified) = (header(header::ETAG), header(header::LAST_MODIFIED));
-        let body = Limited::new(resp.into_body(), MAX_CATALOG_BYTES)
+        let (etag, last_modified) = (
+            header_text(resp.headers(), header::ETAG),
+            header_text(resp.headers(), header::LAST_MODIFIED),
+        );
+        // NB: boxed first: collecting the pool's generic body directly
+        // trips rustc's higher-ranked `Send` check.
+        let body = Limited::new(resp.into_body().boxed_unsync(), MAX_CATALOG_BYTES)
             .collect()
             .await
             .map_err(|e| format!("reading the catalog: {e}"))?

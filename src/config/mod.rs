@@ -6,6 +6,7 @@
 //! [`GatewayConfig`], which only holds valid values. Every error names the
 //! field and the value.
 
+pub mod credentials;
 pub mod duration;
 pub mod file;
 pub mod secret;

@@ -7,10 +7,12 @@ use http::StatusCode;
 
 use crate::capture::Outcome;
 use crate::registry::LookupError;
+use crate::upstream::Failure;
 
-/// Whose fault a failure was (decides 4xx vs 5xx and the capture outcome).
+/// Whose fault a failure was (decides 4xx vs 5xx and the capture outcome;
+/// pingora's `ErrorSource`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub enum ErrorSource {
     /// The platform's request was refused.
     Downstream,
     /// The broker could not be reached or did not answer in time.
@@ -32,22 +34,16 @@ pub enum ProxyError {
     /// Routing refused the request.
     #[error(transparent)]
     Lookup(#[from] LookupError),
-    /// The broker did not answer within the response timeout, or connecting timed out.
-    #[error("broker {broker:?} did not answer within {after:?}: {cause}")]
-    UpstreamTimeout {
+    /// The broker could not be reached or did not answer in time.
+    #[error("{}", upstream_text(broker, *failure, after, cause))]
+    Upstream {
         /// Broker id.
         broker: String,
-        /// The timeout that fired.
+        /// What failed.
+        failure: Failure,
+        /// The timeout that fired (for the timeout kinds).
         after: Duration,
-        /// What timed out.
-        cause: String,
-    },
-    /// Connect, TLS or protocol failure toward the broker.
-    #[error("broker {broker:?} is unavailable: {cause}")]
-    UpstreamUnavailable {
-        /// Broker id.
-        broker: String,
-        /// What failed (no secrets).
+        /// What failed, in words (no secrets).
         cause: String,
     },
     /// The broker was deactivated: no new instances.
@@ -76,8 +72,10 @@ impl ProxyError {
                 | LookupError::NotOwner { .. }
                 | LookupError::NotApproved { .. } => StatusCode::FORBIDDEN,
             },
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { failure, .. } if failure.is_timeout() => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Deactivated { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -99,24 +97,36 @@ impl ProxyError {
     }
 
     /// Whose fault it was.
-    pub fn side(&self) -> Side {
+    pub fn error_source(&self) -> ErrorSource {
         match self {
-            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamUnavailable { .. } => {
-                Side::Upstream
-            }
-            _ => Side::Downstream,
+            ProxyError::Upstream { .. } => ErrorSource::Upstream,
+            _ => ErrorSource::Downstream,
+        }
+    }
+
+    /// The kind of upstream failure, for the metrics.
+    pub fn failure(&self) -> Option<Failure> {
+        match self {
+            ProxyError::Upstream { failure, .. } => Some(*failure),
+            _ => None,
         }
     }
 
     /// How the exchange is recorded.
     pub fn outcome(&self) -> Outcome {
         match self {
-            ProxyError::UpstreamTimeout { .. } => Outcome::Timeout,
-            ProxyError::UpstreamUnavailable { .. } | ProxyError::Internal(_) => {
-                Outcome::UpstreamError
-            }
+            ProxyError::Upstream { failure, .. } if failure.is_timeout() => Outcome::Timeout,
+            ProxyError::Upstream { .. } | ProxyError::Internal(_) => Outcome::UpstreamError,
             _ => Outcome::Rejected,
         }
+    }
+}
+
+fn upstream_text(broker: &str, failure: Failure, after: &Duration, cause: &str) -> String {
+    if failure.is_timeout() {
+        format!("broker {broker:?} did not answer within {after:?}: {cause}")
+    } else {
+        format!("broker {broker:?} is unavailable: {cause}")
     }
 }
 
@@ -130,14 +140,30 @@ mod tests {
         assert_eq!(nf.status(), 404);
         let fb = ProxyError::Lookup(LookupError::NotOwner { broker: "x".into() });
         assert_eq!((fb.status().as_u16(), fb.code()), (403, "Forbidden"));
-        let to = ProxyError::UpstreamTimeout {
+        let to = ProxyError::Upstream {
             broker: "b".into(),
+            failure: Failure::ResponseTimeout,
             after: Duration::from_secs(1),
             cause: "x".into(),
         };
         assert_eq!(
-            (to.status().as_u16(), to.side(), to.outcome()),
-            (504, Side::Upstream, Outcome::Timeout)
+            (to.status().as_u16(), to.error_source(), to.outcome()),
+            (504, ErrorSource::Upstream, Outcome::Timeout)
+        );
+        assert_eq!(to.to_string(), "broker \"b\" did not answer within 1s: x");
+        let tls = ProxyError::Upstream {
+            broker: "b".into(),
+            failure: Failure::Tls,
+            after: Duration::from_secs(1),
+            cause: "bad certificate".into(),
+        };
+        assert_eq!(
+            (tls.status().as_u16(), tls.outcome(), tls.failure()),
+            (502, Outcome::UpstreamError, Some(Failure::Tls))
+        );
+        assert_eq!(
+            tls.to_string(),
+            "broker \"b\" is unavailable: bad certificate"
         );
         assert_eq!(ProxyError::BadCredentials.status(), 401);
     }

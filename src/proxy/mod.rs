@@ -3,10 +3,13 @@
 //! Per request: one `ArcSwap` load of the route table (the request keeps that
 //! snapshot to its end), a cached credential check, one pooled upstream
 //! request. Bodies are never buffered: the platform's body is handed to the
-//! upstream client as it arrives and the broker's body goes back the same way.
-//! Arrows: `proxy` uses `registry`, `upstream`, `osb`, `body`.
+//! upstream pool as it arrives and the broker's body goes back the same way.
+//! [`Proxy::handle`] runs one inner function and builds every error answer
+//! in one place, [`error_response`].
+//!
+//! Arrows: `proxy` uses `registry`, `upstream`, `osb`, `capture`, `metrics`
+//! and `body`; `lib.rs` serves it through `server`; nothing uses `proxy`.
 
-pub mod accept;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -18,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
@@ -26,12 +30,11 @@ use self::body::ResponseBody;
 use self::error::ProxyError;
 use crate::body::TimedBody;
 use crate::capture::body::CaptureBody;
-use crate::capture::{CaptureTx, Exchange, Side};
+use crate::capture::{CaptureTx, Exchange, Routing, Side};
 use crate::metrics::{RequestMetrics, RouteStats};
 use crate::osb::{self, OsbError};
-use crate::registry::Route;
-use crate::registry::Routes;
-use crate::upstream::{describe_send_error, FailureKind, SendError};
+use crate::registry::{Route, RouteTable, Routes};
+use crate::upstream::Failure;
 
 /// The request handler shared by every connection.
 #[derive(Clone)]
@@ -47,37 +50,38 @@ struct Shared {
     unrouted: Arc<RouteStats>,
 }
 
-/// `/{location}/{broker}` and the rest from `/v2` on (with the query).
-struct Target<'a> {
+/// `/{location}/{broker}` and where the rest (from `/v2` on) starts.
+struct Target {
     location: String,
     broker: String,
-    /// From `/v2` on, query included, exactly as sent.
-    rest: &'a str,
-    /// From `/v2` on, without the query.
-    osb_path: &'a str,
+    /// Byte offset of `/v2` in the path (and so in path-and-query).
+    offset: usize,
 }
 
-fn split_target<'a>(path: &'a str, path_and_query: &'a str) -> Option<Target<'a>> {
-    let p = path.strip_prefix('/')?;
-    let (location, p) = p.split_once('/')?;
-    let (broker, _) = p.split_once('/')?;
-    let offset = 1 + location.len() + 1 + broker.len();
-    let osb_path = &path[offset..];
-    if !(osb_path == "/v2" || osb_path.starts_with("/v2/")) {
-        return None;
+impl Target {
+    /// Splits a path of the form `/{location}/{broker}/v2[/...]`; `None`
+    /// for any other shape.
+    fn parse(path: &str) -> Option<Target> {
+        let p = path.strip_prefix('/')?;
+        let (location, p) = p.split_once('/')?;
+        let (broker, _) = p.split_once('/')?;
+        let offset = 1 + location.len() + 1 + broker.len();
+        let osb_path = &path[offset..];
+        if !(osb_path == "/v2" || osb_path.starts_with("/v2/")) {
+            return None;
+        }
+        let decode = |s: &str| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|c| c.into_owned())
+        };
+        Some(Target {
+            location: decode(location)?,
+            broker: decode(broker)?,
+            offset,
+        })
     }
-    let decode = |s: &str| {
-        percent_decode_str(s)
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    };
-    Some(Target {
-        location: decode(location)?,
-        broker: decode(broker)?,
-        rest: &path_and_query[offset..],
-        osb_path,
-    })
 }
 
 impl Proxy {
@@ -120,85 +124,95 @@ impl Proxy {
             uri.query().unwrap_or(""),
             request_id,
         );
-        let pq = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        if let Some(t) = split_target(uri.path(), pq) {
-            ex.osb_path = t.osb_path.to_string();
-            ex.operation = osb::classify(req.method(), t.osb_path).0;
+        let target = Target::parse(uri.path());
+        if let Some(t) = &target {
+            let osb_path = &uri.path()[t.offset..];
+            ex.osb_path = osb_path.to_string();
+            ex.operation = osb::classify(req.method(), osb_path).0;
         }
-        match self.route(&req, &mut ex).await {
-            Ok(route)
-                if route.deactivated
-                    && matches!(
-                        ex.operation,
-                        osb::Operation::FetchCatalog | osb::Operation::ProvisionInstance
-                    ) =>
-            {
-                ex.stats = Some(route.stats.clone());
-                Ok(deactivated_response(&route, &req, ex))
+        let ex = Arc::new(ex);
+        Ok(match self.handle_inner(req, target, &ex).await {
+            Ok(resp) => resp,
+            Err(err) => error_response(&err, &ex),
+        })
+    }
+
+    /// Everything between the request and its answer; every refusal or
+    /// failure is returned, for [`handle`](Self::handle) to answer.
+    async fn handle_inner(
+        &self,
+        req: Request<Incoming>,
+        target: Option<Target>,
+        ex: &Arc<Exchange>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        // NB: `load_full` clones the Arc out of the ArcSwap guard, so no guard
+        // is held across an await, and this request keeps its snapshot.
+        let table = self.inner.routes.load_full();
+        let mut routing = Routing {
+            stats: Some(self.inner.unrouted.clone()),
+            ..Routing::default()
+        };
+        let routed = self.route(&table, &req, target, &mut routing).await;
+        match routed {
+            Ok((route, offset)) if !(route.deactivated && answers_deactivated(ex.operation)) => {
+                self.forward(req, offset, route, routing, ex).await
             }
-            Ok(route) => Ok(self.forward(req, ex, route).await),
-            Err(err) => {
-                ex.stats = Some(self.inner.unrouted.clone());
+            refused => {
                 // NB: a refused request is recorded with the headers it came
                 // with; a forwarded one with the headers the broker got.
-                if ex.capturing() {
-                    ex.request_headers = req.headers().clone();
+                if let Ok((route, _)) = &refused {
+                    routing.stats = Some(route.stats.clone());
                 }
-                Ok(error_response(&err, &ex))
+                if ex.capturing() {
+                    routing.request_headers = req.headers().clone();
+                }
+                ex.set_routing(routing);
+                deactivated_catalog(&refused?.0, ex)
             }
         }
     }
 
-    /// Authenticates the platform and finds its route.
+    /// Authenticates the platform and finds its route; fills `routing`
+    /// with what is known so far.
     async fn route(
         &self,
+        table: &RouteTable,
         req: &Request<Incoming>,
-        ex: &mut Exchange,
-    ) -> Result<Arc<Route>, ProxyError> {
-        // NB: `load_full` clones the Arc out of the ArcSwap guard, so no guard
-        // is held across an await, and this request keeps its snapshot.
-        let table = self.inner.routes.load_full();
+        target: Option<Target>,
+        routing: &mut Routing,
+    ) -> Result<(Arc<Route>, usize), ProxyError> {
         let platform = self
             .inner
             .auth
-            .authenticate(&table, req.headers().get(header::AUTHORIZATION))
+            .authenticate(table, req.headers().get(header::AUTHORIZATION))
             .await?;
-        ex.platform = Some(platform.id.clone());
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let target = split_target(req.uri().path(), pq).ok_or(ProxyError::NotOsbPath)?;
-        ex.location = target.location;
-        ex.broker = target.broker;
-        Ok(table.lookup(&platform, &ex.location, &ex.broker)?)
+        routing.platform = Some(platform.id.clone());
+        let target = target.ok_or(ProxyError::NotOsbPath)?;
+        routing.location = target.location;
+        routing.broker = target.broker;
+        let route = table.lookup(&platform, &routing.location, &routing.broker)?;
+        Ok((route.clone(), target.offset))
     }
 
     /// Rewrites the request for the broker, sends it, and streams the answer back.
     async fn forward(
         &self,
         req: Request<Incoming>,
-        mut ex: Exchange,
+        offset: usize,
         route: Arc<Route>,
-    ) -> Response<ResponseBody> {
+        mut routing: Routing,
+        ex: &Arc<Exchange>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let pq = req
             .uri()
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/");
-        let rest = split_target(req.uri().path(), pq)
-            .map(|t| t.rest)
-            .unwrap_or_default();
-        let target = match route.endpoint.target(rest) {
-            Ok(u) => u,
-            Err(e) => {
-                return error_response(
-                    &ProxyError::Internal(format!("cannot build upstream URL: {e}")),
-                    &ex,
-                )
-            }
-        };
+        let rest = &pq[offset..];
+        let target = route
+            .endpoint
+            .target(rest)
+            .map_err(|e| ProxyError::Internal(format!("cannot build upstream URL: {e}")))?;
         let mut upstream_url = String::with_capacity(route.endpoint.url().len() + rest.len());
         upstream_url.push_str(route.endpoint.url());
         upstream_url.push_str(rest);
@@ -213,112 +227,81 @@ impl Proxy {
                 parts.headers.insert(osb::REQUEST_IDENTITY, v);
             }
         }
-        ex.upstream_url = upstream_url;
-        ex.redact_parameters = route.redact_parameters;
-        ex.stats = Some(route.stats.clone());
+        routing.upstream_url = upstream_url;
+        routing.redact_parameters = route.redact_parameters;
+        routing.stats = Some(route.stats.clone());
         if ex.capturing() {
-            ex.request_headers = parts.headers.clone();
+            routing.request_headers = parts.headers.clone();
         }
+        ex.set_routing(routing);
         parts.uri = target;
         parts.version = Version::HTTP_11;
-        let ex = Arc::new(ex);
         let idle = route.timeouts.idle;
         let body = CaptureBody::new(TimedBody::new(body, idle), ex.tap(Side::Request));
-        let upstream_req = Request::from_parts(parts, body);
+        let upstream_req = Request::from_parts(parts, body.boxed_unsync());
 
-        let broker = || route.broker.to_string();
-        let err =
-            match tokio::time::timeout(route.timeouts.response, route.client.send(upstream_req))
-                .await
-            {
-                Ok(Ok(resp)) => {
-                    let (mut parts, body) = resp.into_parts();
-                    forward::strip_hop_by_hop(&mut parts.headers);
-                    ex.set_response(parts.status, &parts.headers, true);
-                    let body = CaptureBody::new(TimedBody::new(body, idle), ex.tap(Side::Response));
-                    return Response::from_parts(parts, ResponseBody::upstream(body));
-                }
-                Ok(Err(e)) => {
-                    let (kind, cause) = describe_send_error(&e);
-                    ex.set_error_kind(match kind {
-                        FailureKind::Timeout => "connect_timeout",
-                        _ if is_tls_failure(&e) => "tls",
-                        _ if e.is_connect() => "connect",
-                        _ => "protocol",
-                    });
-                    match kind {
-                        FailureKind::Timeout => ProxyError::UpstreamTimeout {
-                            broker: broker(),
-                            after: route.timeouts.connect,
-                            cause,
-                        },
-                        FailureKind::Unavailable => ProxyError::UpstreamUnavailable {
-                            broker: broker(),
-                            cause,
-                        },
-                    }
-                }
-                Err(_) => {
-                    ex.set_error_kind("response_timeout");
-                    ProxyError::UpstreamTimeout {
-                        broker: broker(),
-                        after: route.timeouts.response,
-                        cause: "no response headers".into(),
-                    }
-                }
-            };
-        error_response(&err, &ex)
-    }
-}
-
-/// Whether a client error came from TLS (handshake, certificate).
-fn is_tls_failure(err: &SendError) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = src {
-        if e.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        src = e.source();
-    }
-    false
-}
-
-/// A deactivated broker: the gateway answers the catalog itself with no
-/// services and refuses new provisions (everything else on existing
-/// instances and bindings is forwarded as usual by the caller).
-fn deactivated_response(
-    route: &Route,
-    req: &Request<Incoming>,
-    mut ex: Exchange,
-) -> Response<ResponseBody> {
-    if ex.capturing() {
-        ex.request_headers = req.headers().clone();
-    }
-    match ex.operation {
-        osb::Operation::FetchCatalog => {
-            let body = Bytes::from_static(b"{\"services\":[]}");
-            let mut resp = Response::new(ResponseBody::full(body.clone()));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
-                resp.headers_mut().insert(osb::REQUEST_IDENTITY, id);
+        let sent = tokio::time::timeout(route.timeouts.response, route.client.send(upstream_req));
+        let (failure, after, cause) = match sent.await {
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                forward::strip_hop_by_hop(&mut parts.headers);
+                ex.set_response(parts.status, &parts.headers, true);
+                let body = CaptureBody::new(TimedBody::new(body, idle), ex.tap(Side::Response));
+                return Ok(Response::from_parts(parts, ResponseBody::stream(body)));
             }
-            ex.set_response(StatusCode::OK, resp.headers(), false);
-            ex.set_synthetic_body(&body);
-            resp
-        }
-        _ => error_response(
-            &ProxyError::Deactivated {
-                broker: route.broker.to_string(),
-            },
-            &ex,
-        ),
+            Ok(Err(e)) => {
+                let (failure, cause) = e.failure();
+                (failure, route.timeouts.connect, cause)
+            }
+            Err(_) => (
+                Failure::ResponseTimeout,
+                route.timeouts.response,
+                "no response headers".into(),
+            ),
+        };
+        Err(ProxyError::Upstream {
+            broker: route.broker.to_string(),
+            failure,
+            after,
+            cause,
+        })
     }
 }
 
-/// Builds the OSB error response for `err` and records it in the exchange.
+/// Whether a deactivated broker's request is answered by the gateway: the
+/// catalog (no services) and new provisions (refused). Everything else on
+/// existing instances and bindings is forwarded as usual.
+fn answers_deactivated(op: osb::Operation) -> bool {
+    matches!(
+        op,
+        osb::Operation::FetchCatalog | osb::Operation::ProvisionInstance
+    )
+}
+
+/// A deactivated broker's catalog, answered by the gateway; a provision is
+/// refused.
+fn deactivated_catalog(route: &Route, ex: &Exchange) -> Result<Response<ResponseBody>, ProxyError> {
+    if ex.operation != osb::Operation::FetchCatalog {
+        return Err(ProxyError::Deactivated {
+            broker: route.broker.to_string(),
+        });
+    }
+    let body = Bytes::from_static(b"{\"services\":[]}");
+    let mut resp = Response::new(ResponseBody::full(body.clone()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
+        resp.headers_mut().insert(osb::REQUEST_IDENTITY, id);
+    }
+    ex.set_response(StatusCode::OK, resp.headers(), false);
+    ex.set_synthetic_body(&body);
+    Ok(resp)
+}
+
+/// Builds the OSB error response for `err` and records it in the exchange:
+/// the one place an error answer is made.
 fn error_response(err: &ProxyError, ex: &Exchange) -> Response<ResponseBody> {
     let status = err.status();
     let description = err.to_string();
@@ -343,27 +326,24 @@ fn error_response(err: &ProxyError, ex: &Exchange) -> Response<ResponseBody> {
     if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
         h.insert(osb::REQUEST_IDENTITY, id);
     }
+    if let Some(kind) = err.failure() {
+        ex.set_failure(kind);
+    }
     ex.fail(err.outcome(), description);
     ex.set_response(status, resp.headers(), false);
     ex.set_synthetic_body(&body);
     resp
 }
 
-/// An OSB error response outside the proxy path (no exchange record).
-pub fn osb_error(status: StatusCode, code: &str, description: &str) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(
-        OsbError {
-            error: code,
-            description,
+impl crate::server::Handler for Proxy {
+    type Body = ResponseBody;
+
+    async fn call(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        match self.handle(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
         }
-        .to_bytes(),
-    ));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    }
 }
 
 #[cfg(test)]
@@ -372,23 +352,22 @@ mod tests {
 
     #[test]
     fn splits_location_broker_and_rest() {
-        let t = split_target("/eu/pg/v2/catalog", "/eu/pg/v2/catalog?x=1").unwrap();
+        let t = Target::parse("/eu/pg/v2/catalog").unwrap();
+        let pq = "/eu/pg/v2/catalog?x=1";
         assert_eq!(
-            (t.location.as_str(), t.broker.as_str(), t.rest, t.osb_path),
-            ("eu", "pg", "/v2/catalog?x=1", "/v2/catalog")
+            (t.location.as_str(), t.broker.as_str(), &pq[t.offset..]),
+            ("eu", "pg", "/v2/catalog?x=1")
         );
-        let t = split_target(
-            "/private/p%67/v2/service_instances/a%2Fb",
-            "/private/p%67/v2/service_instances/a%2Fb",
-        )
-        .unwrap();
+        let path = "/private/p%67/v2/service_instances/a%2Fb";
+        let t = Target::parse(path).unwrap();
         assert_eq!(t.broker, "pg");
         assert_eq!(
-            t.rest, "/v2/service_instances/a%2Fb",
+            &path[t.offset..],
+            "/v2/service_instances/a%2Fb",
             "ids after /v2 pass through encoded"
         );
-        assert!(split_target("/eu/pg/v3/catalog", "/eu/pg/v3/catalog").is_none());
-        assert!(split_target("/eu/pg", "/eu/pg").is_none());
-        assert!(split_target("/eu/pg/v2x", "/eu/pg/v2x").is_none());
+        assert!(Target::parse("/eu/pg/v3/catalog").is_none());
+        assert!(Target::parse("/eu/pg").is_none());
+        assert!(Target::parse("/eu/pg/v2x").is_none());
     }
 }

@@ -16,7 +16,7 @@ use crate::config::file::opt_duration;
 use crate::config::secret::{SecretContext, SecretSource};
 use crate::config::{Mode, PoolSettings, SecretKey, Timeouts};
 use crate::metrics::{RequestMetrics, RouteStats};
-use crate::upstream::{ClientFactory, Clients, Connector, Pool, Trust};
+use crate::upstream::{ClientFactory, Clients, Pool, Trust};
 
 /// The location name of private registrations in URLs.
 pub const PRIVATE: &str = "private";
@@ -162,10 +162,9 @@ pub struct Route {
     pub ca_bundle: Option<PathBuf>,
     /// Effective timeouts.
     pub timeouts: Timeouts,
-    /// Connection pool toward this route's upstream.
+    /// Connection pool toward this route's upstream (the proxy's requests
+    /// and the gateway's own catalog refreshes).
     pub client: Pool,
-    /// The client's connector (for the gateway's own calls: catalog refresh).
-    pub connector: Connector,
     /// Captures redact `parameters` for this broker.
     pub redact_parameters: bool,
     /// The customer that owns the broker.
@@ -867,7 +866,7 @@ fn build_route(
     if errs.0.len() > before {
         return None;
     }
-    let (endpoint, password, upstream) = (endpoint?, password?, client?);
+    let (endpoint, password, client) = (endpoint?, password?, client?);
     let basic = |password: &str| {
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", e.username));
@@ -896,8 +895,7 @@ fn build_route(
         development_mode: e.development_mode,
         ca_bundle,
         timeouts,
-        client: upstream.client,
-        connector: upstream.connector,
+        client,
         deactivated: broker.deactivated,
         catalog_refresh,
         staged_authorization,

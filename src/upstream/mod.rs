@@ -17,7 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::config::PoolSettings;
-pub use pool::{Pool, PooledBody, SendError};
+pub use pool::{Pool, PooledBody, RequestBody, SendError};
 
 /// How a route's upstream is trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,19 +45,8 @@ pub struct ClientKey {
 /// The TLS-enforcing connector behind a client.
 pub type Connector = HttpsConnector<HttpConnector>;
 
-/// A connection pool and its connector (the gateway's own calls, such as
-/// catalog refreshes, build short-lived clients on the same connector, so
-/// they obey the same trust rules).
-#[derive(Clone, Debug)]
-pub struct Upstream {
-    /// The pool the proxy forwards through.
-    pub client: Pool,
-    /// Its connector.
-    pub connector: Connector,
-}
-
 /// Clients by key, as a built route table holds them.
-pub type Clients = HashMap<ClientKey, Upstream>;
+pub type Clients = HashMap<ClientKey, Pool>;
 
 /// Builds clients for one route table. Seeded with the clients of the table
 /// serving now, it hands back the same client (and so the same warm pool)
@@ -103,6 +92,28 @@ impl ClientFactory {
         Ok(cfg)
     }
 
+    /// A connector with `trust`'s TLS rules and `connect_timeout`.
+    ///
+    /// # Errors
+    /// When the CA bundle cannot be read or used.
+    pub fn connector(
+        &mut self,
+        trust: &Trust,
+        connect_timeout: Duration,
+    ) -> Result<Connector, String> {
+        let tls_config = self.tls_config(trust)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config);
+        Ok(match trust {
+            Trust::Verified { .. } => builder.https_only().enable_http1().wrap_connector(http),
+            Trust::Development => builder.https_or_http().enable_http1().wrap_connector(http),
+        })
+    }
+
     /// The pool for an upstream origin (`scheme://host[:port]`).
     ///
     /// # Errors
@@ -112,7 +123,7 @@ impl ClientFactory {
         trust: &Trust,
         connect_timeout: Duration,
         origin: &str,
-    ) -> Result<Upstream, String> {
+    ) -> Result<Pool, String> {
         let key = ClientKey {
             trust: trust.clone(),
             connect_timeout,
@@ -128,75 +139,106 @@ impl ClientFactory {
             self.clients.insert(key, c.clone());
             return Ok(c.clone());
         }
-        let tls_config = self.tls_config(trust)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config);
-        let connector = match trust {
-            Trust::Verified { .. } => builder.https_only().enable_http1().wrap_connector(http),
-            Trust::Development => builder.https_or_http().enable_http1().wrap_connector(http),
-        };
-        let client = Pool::new(
-            connector.clone(),
+        let connector = self.connector(trust, connect_timeout)?;
+        let pool = Pool::new(
+            connector,
             origin,
             self.pool.max_idle_per_host,
             self.pool.idle_timeout,
         )?;
-        let upstream = Upstream { client, connector };
-        self.clients.insert(key, upstream.clone());
-        Ok(upstream)
+        self.clients.insert(key, pool.clone());
+        Ok(pool)
     }
 }
 
-/// Why an upstream exchange failed, sorted for the status it maps to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Connect or response-header timeout: 504.
-    Timeout,
-    /// Refused, unreachable, TLS failure, reset, malformed answer: 502.
-    Unavailable,
+/// Why an upstream exchange failed: one kind per metric label, capture
+/// outcome and OSB status (504 for the timeouts, 502 for the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused, unreachable, reset before the request was written.
+    Connect,
+    /// The TLS handshake or the broker's certificate failed.
+    Tls,
+    /// Connecting took longer than the route's `connect_timeout`.
+    ConnectTimeout,
+    /// No response headers within the route's `response_timeout`.
+    ResponseTimeout,
+    /// A body paused longer than the route's `idle_timeout`.
+    IdleTimeout,
+    /// The connection failed after the request was written, or the broker
+    /// answered something that is not HTTP.
+    Protocol,
 }
 
-/// Sorts a client error and describes its cause in one line (no secrets:
-/// hyper's errors never carry headers or credentials).
-pub fn describe_error(err: &hyper_util::client::legacy::Error) -> (FailureKind, String) {
-    describe(err, err.is_connect())
+impl Failure {
+    /// Every kind, in the order of [`Failure::index`].
+    pub const ALL: [Failure; 6] = [
+        Failure::Connect,
+        Failure::Tls,
+        Failure::ConnectTimeout,
+        Failure::ResponseTimeout,
+        Failure::IdleTimeout,
+        Failure::Protocol,
+    ];
+
+    /// The metric label (`kind="..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Tls => "tls",
+            Failure::ConnectTimeout => "connect_timeout",
+            Failure::ResponseTimeout => "response_timeout",
+            Failure::IdleTimeout => "idle_timeout",
+            Failure::Protocol => "protocol",
+        }
+    }
+
+    /// Position in [`Failure::ALL`] (for counter arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A timeout (504) rather than a failure to reach or read the broker (502).
+    pub fn is_timeout(self) -> bool {
+        matches!(
+            self,
+            Failure::ConnectTimeout | Failure::ResponseTimeout | Failure::IdleTimeout
+        )
+    }
 }
 
-/// [`describe_error`] for the proxy's pools.
-pub fn describe_send_error(err: &SendError) -> (FailureKind, String) {
-    describe(err, err.is_connect())
-}
-
-fn describe(err: &(dyn std::error::Error + 'static), is_connect: bool) -> (FailureKind, String) {
-    let mut kind = FailureKind::Unavailable;
-    let mut parts: Vec<String> = Vec::new();
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                kind = FailureKind::Timeout;
+impl SendError {
+    /// Sorts the error into a [`Failure`] and describes its cause in one
+    /// line (no secrets: hyper's errors never carry headers or credentials).
+    pub fn failure(&self) -> (Failure, String) {
+        let mut timed_out = false;
+        let mut tls = false;
+        let mut parts: Vec<String> = Vec::new();
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = src {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
             }
+            tls |= e.downcast_ref::<rustls::Error>().is_some();
+            let s = e.to_string();
+            if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+                parts.push(s);
+            }
+            src = e.source();
         }
-        let s = e.to_string();
-        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        src = e.source();
+        let kind = match () {
+            _ if timed_out => Failure::ConnectTimeout,
+            _ if tls => Failure::Tls,
+            _ if self.is_connect() => Failure::Connect,
+            _ => Failure::Protocol,
+        };
+        let detail = parts.into_iter().skip(1).collect::<Vec<_>>().join(": ");
+        let prefix = self.to_string();
+        let cause = if detail.is_empty() {
+            prefix
+        } else {
+            format!("{prefix}: {detail}")
+        };
+        (kind, cause)
     }
-    let prefix = if is_connect {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let detail = parts.into_iter().skip(1).collect::<Vec<_>>().join(": ");
-    let msg = if detail.is_empty() {
-        prefix.to_string()
-    } else {
-        format!("{prefix}: {detail}")
-    };
-    (kind, msg)
 }

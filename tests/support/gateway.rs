@@ -24,7 +24,7 @@ pub const BROKER_PW: &str = "broker-pw-Zq9";
 /// argon2 hash of [`PLATFORM_PW`], made once per test binary.
 pub fn platform_hash() -> &'static str {
     static H: OnceLock<String> = OnceLock::new();
-    H.get_or_init(|| osb_gateway::proxy::auth::hash_password(PLATFORM_PW))
+    H.get_or_init(|| osb_gateway::config::credentials::hash_password(PLATFORM_PW))
 }
 
 pub struct TestGateway {
@@ -74,8 +74,8 @@ impl TestGateway {
         if !opts.tables.contains("[admin]") {
             gw.push_str(&format!(
                 "\n[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"operator\"\n[[admin.tokens]]\nname = \"acme-owner\"\nsha256 = \"{}\"\nrole = \"owner\"\ncustomer = \"acme\"\n",
-                osb_gateway::admin::token_sha256_hex(OPERATOR_TOKEN),
-                osb_gateway::admin::token_sha256_hex(ACME_TOKEN),
+                osb_gateway::config::credentials::token_sha256_hex(OPERATOR_TOKEN),
+                osb_gateway::config::credentials::token_sha256_hex(ACME_TOKEN),
             ));
         }
         if !opts.tables.contains("[registry]") {

@@ -3,38 +3,14 @@
 //! read from standard input or an environment variable, never from the
 //! command line (where `ps` and shell history would show them).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use http::Method;
-use osb_gateway::admin::client::{AdminClient, ClientError};
 use serde_json::{json, Value};
 
-/// Exit code when the admin API cannot be reached (sysexits EX_UNAVAILABLE).
-const EX_UNAVAILABLE: u8 = 69;
-
-/// Where the admin API is and how to authenticate.
-#[derive(Args, Debug)]
-pub struct AdminArgs {
-    /// Base URL of the admin listener.
-    #[arg(
-        long,
-        env = "OSB_GATEWAY_ADMIN_URL",
-        default_value = "http://127.0.0.1:8081",
-        global = true
-    )]
-    admin_url: String,
-    /// Name of the environment variable holding the bearer token.
-    #[arg(long, default_value = "OSB_GATEWAY_ADMIN_TOKEN", global = true)]
-    token_env: String,
-    /// Extra CA certificate (PEM) to trust for an https:// admin URL.
-    #[arg(long, env = "OSB_GATEWAY_ADMIN_CA", global = true)]
-    ca_file: Option<PathBuf>,
-    /// Print the API's JSON answer instead of a table.
-    #[arg(long, global = true)]
-    pub(crate) json: bool,
-}
+use super::client::AdminClient;
+use super::{run, s, table, usage, AdminArgs, Outcome};
 
 /// How a password is given to a command.
 #[derive(Args, Debug)]
@@ -157,43 +133,6 @@ fn read_password(p: &PasswordArgs) -> Result<String, String> {
         return super::read_stdin_secret();
     }
     Err("give the broker password with --password-stdin or --password-env VAR".into())
-}
-
-/// Left-aligned columns, two spaces apart.
-pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<width$}  ", width = w[i]));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    let mut out = line(head.to_vec());
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-        out.push('\n');
-    }
-    out
-}
-
-pub(crate) fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) if s.is_empty() => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// `private`, then publications as `eu` (approved) or `eu?` (pending).
@@ -322,73 +261,6 @@ pub fn reload(args: &AdminArgs) -> ExitCode {
             Ok((v, text))
         })
     })
-}
-
-pub(crate) type Outcome = Result<(Value, String), ClientError>;
-
-pub(crate) fn run(
-    args: &AdminArgs,
-    f: impl for<'a> FnOnce(
-        &'a AdminClient,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>>,
-) -> ExitCode {
-    let Ok(token) = std::env::var(&args.token_env) else {
-        eprintln!(
-            "osb-gateway: set {} to an admin token (osb-gateway secret token makes one)",
-            args.token_env
-        );
-        return ExitCode::from(64);
-    };
-    let client = match AdminClient::new(&args.admin_url, token.trim(), args.ca_file.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("osb-gateway: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("osb-gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(f(&client)) {
-        Ok((v, text)) => {
-            if args.json && !v.is_null() {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else if !text.is_empty() {
-                print!("{text}");
-                if !text.ends_with('\n') {
-                    println!();
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e @ ClientError::Unreachable { .. }) => {
-            eprintln!("osb-gateway: {e}");
-            ExitCode::from(EX_UNAVAILABLE)
-        }
-        Err(ClientError::Api {
-            status,
-            code,
-            description,
-        }) => {
-            eprintln!("osb-gateway: {} {code}: {description}", status.as_u16());
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("osb-gateway: {e}");
-            ExitCode::from(64)
-        }
-    }
-}
-
-fn usage(msg: String) -> ClientError {
-    ClientError::Setup(msg)
 }
 
 async fn brokers_call(c: &AdminClient, cmd: BrokersCommand) -> Outcome {
@@ -546,25 +418,5 @@ fn strip_nulls(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_columns() {
-        let t = table(
-            &["ID", "STATE"],
-            &[
-                vec!["pg".into(), "published".into()],
-                vec!["redis-long".into(), "private".into()],
-            ],
-        );
-        assert_eq!(
-            t,
-            "ID          STATE\npg          published\nredis-long  private\n"
-        );
     }
 }

@@ -1,7 +1,10 @@
-//! The platform listener: TCP accept, TLS (tokio-rustls, ALPN h2 and
-//! http/1.1), HTTP/1.1 and HTTP/2 through hyper-util's auto builder, and
-//! graceful shutdown (stop accepting, let requests in flight finish within a
-//! bound).
+//! The listeners both planes run on (the platform proxy and the admin API):
+//! TCP accept, TLS (tokio-rustls, ALPN h2 and http/1.1), HTTP/1.1 and
+//! HTTP/2 through hyper-util's auto builder, and graceful shutdown (stop
+//! accepting, let requests in flight finish within a bound).
+//!
+//! Arrows: uses `body` and `config`; `lib.rs` starts one [`serve`] per
+//! listener with a [`Handler`] (`proxy::Proxy`, `admin::Admin`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,11 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::body::ResponseBody;
-use super::Proxy;
+use crate::body::BoxError;
 use crate::config::TlsFiles;
 
-/// Builds the TLS acceptor for the platform listener.
+/// Builds the TLS acceptor for a listener.
 ///
 /// # Errors
 /// A message naming the file that could not be read or used.
@@ -65,23 +67,14 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Something that answers HTTP requests: the proxy, or the admin plane.
 pub trait Handler: Clone + Send + Sync + 'static {
-    /// Answers one request.
+    /// The body of its answers.
+    type Body: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static;
+
+    /// Answers one request. Never fails: every error is an answer.
     fn call(
         &self,
         req: http::Request<hyper::body::Incoming>,
-    ) -> impl std::future::Future<Output = http::Response<ResponseBody>> + Send;
-}
-
-impl Handler for Proxy {
-    async fn call(
-        &self,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> http::Response<ResponseBody> {
-        match self.handle(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        }
-    }
+    ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send;
 }
 
 /// Listener settings.

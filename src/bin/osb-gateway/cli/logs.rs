@@ -1,17 +1,17 @@
-//! `osb-gateway logs tail|search|show` and `osb-gateway instances failed`:
-//! the communication logs from the command line, through the admin API.
-//! Times are shown and read in local time (or `--tz`).
+//! `osb-gateway logs tail|search|show`: the communication logs from the
+//! command line, through the admin API. Times are shown and read in local
+//! time (or `--tz`).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone, Utc};
 use clap::{Args, Subcommand};
 use http::Method;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-use crate::admin_cli::{run, s, table, AdminArgs};
+use super::zone::{show_time, to_api_time, zone, Zone};
+use super::{run, s, table, AdminArgs, EX_USAGE};
 
 /// The criteria shared by `search` and `tail`.
 #[derive(Args, Debug, Default)]
@@ -108,91 +108,7 @@ pub enum LogsCommand {
     },
 }
 
-/// `instances` subcommands.
-#[derive(Subcommand, Debug)]
-pub enum InstancesCommand {
-    /// Instances whose latest provision, update or deprovision failed, and
-    /// those in progress for too long.
-    Failed {
-        /// Only this broker.
-        #[arg(long)]
-        broker: Option<String>,
-        /// In progress longer than this counts as stuck.
-        #[arg(long, default_value = "24h")]
-        stuck_after: String,
-        /// Zone of the times shown: UTC or +HH:MM (default local).
-        #[arg(long)]
-        tz: Option<String>,
-    },
-}
-
-/// A zone: local, or a fixed offset.
-#[derive(Clone, Copy)]
-enum Zone {
-    Local,
-    Fixed(FixedOffset),
-}
-
-fn zone(tz: Option<&str>) -> Result<Zone, String> {
-    match tz {
-        None => Ok(Zone::Local),
-        Some("UTC" | "utc" | "Z") => {
-            Ok(Zone::Fixed(FixedOffset::east_opt(0).expect("zero offset")))
-        }
-        Some(t) => {
-            let bad = || format!("--tz {t:?}: expected UTC or an offset like +02:00");
-            let sign = match t.as_bytes().first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => return Err(bad()),
-            };
-            let (h, m) = t[1..].split_once(':').ok_or_else(bad)?;
-            let secs = sign
-                * (h.parse::<i32>().map_err(|_| bad())? * 3600
-                    + m.parse::<i32>().map_err(|_| bad())? * 60);
-            FixedOffset::east_opt(secs).map(Zone::Fixed).ok_or_else(bad)
-        }
-    }
-}
-
-/// `yyyy-MM-dd HH:mm:ss` in `z` → RFC 3339 (UTC) for the API.
-fn to_api_time(text: &str, z: Zone, flag: &str) -> Result<String, String> {
-    let naive = NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S")
-        .or_else(|_| NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M"))
-        .map_err(|_| format!("{flag} {text:?}: expected \"yyyy-MM-dd HH:mm:ss\""))?;
-    let utc: DateTime<Utc> = match z {
-        Zone::Local => Local
-            .from_local_datetime(&naive)
-            .earliest()
-            .ok_or_else(|| format!("{flag} {text:?}: that local time does not exist (DST gap)"))?
-            .with_timezone(&Utc),
-        Zone::Fixed(o) => o
-            .from_local_datetime(&naive)
-            .single()
-            .expect("fixed offsets are unambiguous")
-            .with_timezone(&Utc),
-    };
-    Ok(utc.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-}
-
-/// µs since the epoch → `yyyy-MM-dd HH:mm:ss.SSS` in `z`.
-fn show_time(us: i64, z: Zone) -> String {
-    let Some(t) = DateTime::<Utc>::from_timestamp_micros(us) else {
-        return us.to_string();
-    };
-    match z {
-        Zone::Local => t
-            .with_timezone(&Local)
-            .format("%Y-%m-%d %H:%M:%S%.3f")
-            .to_string(),
-        Zone::Fixed(o) => t
-            .with_timezone(&o)
-            .format("%Y-%m-%d %H:%M:%S%.3f")
-            .to_string(),
-    }
-}
-
-fn query_string(pairs: &[(&str, String)]) -> String {
+pub(crate) fn query_string(pairs: &[(&str, String)]) -> String {
     let q: Vec<String> = pairs
         .iter()
         .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
@@ -213,7 +129,7 @@ fn duration_cell(r: &Value) -> String {
     }
 }
 
-fn plan_cell(r: &Value) -> String {
+pub(crate) fn plan_cell(r: &Value) -> String {
     match r["plan_name"].as_str().filter(|n| !n.is_empty()) {
         Some(n) => n.to_string(),
         None => s(&r["plan_id"]),
@@ -506,9 +422,9 @@ pub fn logs(args: &AdminArgs, cmd: LogsCommand) -> ExitCode {
     }
 }
 
-fn usage(msg: &str) -> ExitCode {
+pub(crate) fn usage(msg: &str) -> ExitCode {
     eprintln!("osb-gateway: {msg}");
-    ExitCode::from(64)
+    ExitCode::from(EX_USAGE)
 }
 
 fn tail(args: &AdminArgs, criteria: &Criteria) -> ExitCode {
@@ -562,76 +478,9 @@ fn tail_line(c: &[String; 10], status: u64, tty: bool) -> String {
     .to_string()
 }
 
-/// Runs an `instances` subcommand.
-pub fn instances(args: &AdminArgs, cmd: InstancesCommand) -> ExitCode {
-    let InstancesCommand::Failed {
-        broker,
-        stuck_after,
-        tz,
-    } = cmd;
-    let z = match zone(tz.as_deref()) {
-        Ok(z) => z,
-        Err(e) => return usage(&e),
-    };
-    let mut pairs = vec![("stuck_after", stuck_after)];
-    if let Some(b) = broker {
-        pairs.push(("broker", b));
-    }
-    let path = format!("/admin/v1/failed-instances{}", query_string(&pairs));
-    run(args, move |c| {
-        Box::pin(async move {
-            let v = c.call(Method::GET, &path, None).await?;
-            let rows: Vec<Vec<String>> = v["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    vec![
-                        s(&p["broker"]),
-                        s(&p["instance_id"]),
-                        s(&p["problem"]),
-                        plan_cell(p),
-                        s(&p["operation"]),
-                        show_time(p["last_seen_at_us"].as_i64().unwrap_or(0), z),
-                        s(&p["description"]),
-                    ]
-                })
-                .collect();
-            let text = if rows.is_empty() {
-                "no failed or stuck instances\n".to_string()
-            } else {
-                table(
-                    &[
-                        "BROKER",
-                        "INSTANCE",
-                        "PROBLEM",
-                        "PLAN",
-                        "LAST OPERATION",
-                        "TIME",
-                        "DESCRIPTION",
-                    ],
-                    &rows,
-                )
-            };
-            Ok((v, text))
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_times_become_utc_for_the_api() {
-        let plus2 = zone(Some("+02:00")).unwrap();
-        assert_eq!(
-            to_api_time("2026-11-22 14:00:00", plus2, "--before").unwrap(),
-            "2026-11-22T12:00:00.000000Z"
-        );
-        assert!(to_api_time("22.11.2026", plus2, "--before").is_err());
-        assert!(zone(Some("Europe/Berlin")).is_err());
-    }
 
     #[test]
     fn curl_leaves_credentials_as_a_placeholder() {

@@ -60,10 +60,10 @@ impl AdminClient {
             )));
         }
         let extra = match ca_file {
-            Some(p) => crate::upstream::tls::read_ca_bundle(p).map_err(ClientError::Setup)?,
+            Some(p) => osb_gateway::upstream::tls::read_ca_bundle(p).map_err(ClientError::Setup)?,
             None => Vec::new(),
         };
-        let tls = crate::upstream::tls::verified(&extra).map_err(ClientError::Setup)?;
+        let tls = osb_gateway::upstream::tls::verified(&extra).map_err(ClientError::Setup)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -102,7 +102,7 @@ impl AdminClient {
             .client
             .request(req)
             .await
-            .map_err(|e| unreachable(crate::upstream::describe_error(&e).1))?;
+            .map_err(|e| unreachable(describe(&e)))?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
@@ -164,7 +164,7 @@ impl AdminClient {
         let resp = tokio::time::timeout(Duration::from_secs(120), self.client.request(req))
             .await
             .map_err(|_| unreachable("no answer within 120s".into()))?
-            .map_err(|e| unreachable(crate::upstream::describe_error(&e).1))?;
+            .map_err(|e| unreachable(describe(&e)))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -186,4 +186,18 @@ impl AdminClient {
                 .unwrap_or_else(|| v.to_string()),
         })
     }
+}
+
+/// A client error in one line: each cause once, outermost first.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut src = Some(err);
+    while let Some(e) = src {
+        let s = e.to_string();
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        src = e.source();
+    }
+    parts.join(": ")
 }

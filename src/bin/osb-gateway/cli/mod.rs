@@ -1,0 +1,188 @@
+//! The command groups that talk to a running gateway's admin API, and
+//! what they share: where the API is ([`AdminArgs`]), the client, running
+//! one call and printing its answer ([`run`]), tables, time zones.
+//!
+//! One file per command group: `brokers` (and `reload`), `logs`,
+//! `instances`; `config` and `secret` work on files and need no gateway.
+
+pub mod brokers;
+pub mod client;
+pub mod config;
+pub mod instances;
+pub mod logs;
+pub mod secret;
+pub mod zone;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::Value;
+
+use self::client::{AdminClient, ClientError};
+
+/// Exit code for bad usage or configuration (sysexits EX_USAGE), as linkerd does.
+pub const EX_USAGE: u8 = 64;
+/// Exit code when the admin API cannot be reached (sysexits EX_UNAVAILABLE).
+const EX_UNAVAILABLE: u8 = 69;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Base URL of the admin listener.
+    #[arg(
+        long,
+        env = "OSB_GATEWAY_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    admin_url: String,
+    /// Name of the environment variable holding the bearer token.
+    #[arg(long, default_value = "OSB_GATEWAY_ADMIN_TOKEN", global = true)]
+    token_env: String,
+    /// Extra CA certificate (PEM) to trust for an https:// admin URL.
+    #[arg(long, env = "OSB_GATEWAY_ADMIN_CA", global = true)]
+    ca_file: Option<PathBuf>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(head.to_vec());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+pub(crate) fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) type Outcome = Result<(Value, String), ClientError>;
+
+pub(crate) fn run(
+    args: &AdminArgs,
+    f: impl for<'a> FnOnce(
+        &'a AdminClient,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>>,
+) -> ExitCode {
+    let Ok(token) = std::env::var(&args.token_env) else {
+        eprintln!(
+            "osb-gateway: set {} to an admin token (osb-gateway secret token makes one)",
+            args.token_env
+        );
+        return ExitCode::from(EX_USAGE);
+    };
+    let client = match AdminClient::new(&args.admin_url, token.trim(), args.ca_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("osb-gateway: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("osb-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f(&client)) {
+        Ok((v, text)) => {
+            if args.json && !v.is_null() {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if !text.is_empty() {
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ ClientError::Unreachable { .. }) => {
+            eprintln!("osb-gateway: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+        Err(ClientError::Api {
+            status,
+            code,
+            description,
+        }) => {
+            eprintln!("osb-gateway: {} {code}: {description}", status.as_u16());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("osb-gateway: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+/// A usage error found before any call.
+pub(crate) fn usage(msg: String) -> ClientError {
+    ClientError::Setup(msg)
+}
+
+/// Reads a secret from standard input (one value, trailing newline cut).
+pub(crate) fn read_stdin_secret() -> Result<String, String> {
+    use std::io::Read as _;
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    let s = s.trim_end_matches(['\n', '\r']).to_string();
+    if s.is_empty() {
+        return Err("standard input is empty: pipe the secret in, e.g. `printf %s \"$PW\" | osb-gateway secret ...`".into());
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["ID", "STATE"],
+            &[
+                vec!["pg".into(), "published".into()],
+                vec!["redis-long".into(), "private".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "ID          STATE\npg          published\nredis-long  private\n"
+        );
+    }
+}
