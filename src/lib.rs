@@ -217,7 +217,7 @@ impl Gateway {
                 capture: capture.metrics(),
                 catalogs: catalogs.clone(),
                 requests: requests.clone(),
-                logs: Arc::new(store::search::LogStore::for_capture(
+                logs: Arc::new(store::LogStore::for_capture(
                     &cfg.capture,
                     CapturePaths::under(&cfg.data_dir).local,
                 )),

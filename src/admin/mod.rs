@@ -60,7 +60,7 @@ pub struct AdminParts {
     /// Request counters.
     pub requests: Arc<RequestMetrics>,
     /// The communication logs (search, show, failed instances).
-    pub logs: Arc<crate::store::search::LogStore>,
+    pub logs: Arc<crate::store::LogStore>,
     /// Subscribes to the live capture feed (tail).
     pub subscribe: Subscribe,
     /// Accepted bearer tokens.

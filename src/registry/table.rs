@@ -299,9 +299,11 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
-struct Collector(Vec<RegistryError>);
+/// Every problem found so far while building a table (validation goes on
+/// past the first).
+struct Problems(Vec<RegistryError>);
 
-impl Collector {
+impl Problems {
     fn push(&mut self, object: &str, field: String, value: &str, reason: impl Into<String>) {
         self.0.push(RegistryError {
             object: object.to_string(),
@@ -318,7 +320,7 @@ impl RouteTable {
     /// # Errors
     /// Every problem found, each naming the broker or platform, field and value.
     pub fn build(reg: &RegistryFile, cx: &BuildContext<'_>) -> Result<Self, RegistryErrors> {
-        let mut errs = Collector(Vec::new());
+        let mut errs = Problems(Vec::new());
         let mut factory = ClientFactory::new(
             cx.pool,
             cx.previous.map(|t| t.clients.clone()).unwrap_or_default(),
@@ -741,7 +743,7 @@ fn build_route(
     obj: &str,
     cx: &BuildContext<'_>,
     factory: &mut ClientFactory,
-    errs: &mut Collector,
+    errs: &mut Problems,
 ) -> Option<Arc<Route>> {
     let before = errs.0.len();
     let f = |name: &str| format!("{field}.{name}");

@@ -7,9 +7,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::segments::{self, Segments};
-use super::CaptureRecord;
+pub mod reader;
+
 use crate::config::LocalStoreConfig;
+use crate::store::segments::{self, Segments};
+use crate::store::CaptureRecord;
 
 /// An append-only local store of capture records.
 pub struct LocalStore {

@@ -1,11 +1,15 @@
 //! Searching the communication logs: the criteria, the status expressions,
-//! the stable paging cursor, and the rules that turn a sequence of OSB
-//! exchanges into "failed" or "stuck" service instances. Both stores (the
-//! embedded one and ClickHouse) answer the same [`Filter`]; the embedded
-//! store by scanning its segments newest first, ClickHouse with a
-//! parameterized query (values bound with `?`, never spliced into SQL).
+//! the stable paging cursor, and (in `instances`) the rules that turn a
+//! sequence of OSB exchanges into "failed" or "stuck" service instances.
+//! Both stores (the embedded one and ClickHouse) answer the same
+//! [`Filter`]; the embedded store with [`Filter::matches`] while scanning
+//! its segments, ClickHouse with a parameterized query (values bound with
+//! `?`, never spliced into SQL). Both take the filter apart without `..`,
+//! so a new criterion does not compile until both handle it.
 
-use std::collections::HashMap;
+mod instances;
+
+pub use instances::{instance_problems, InstanceProblem, INSTANCE_OPERATIONS, INSTANCE_POLL};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -181,24 +185,36 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether a record matches every criterion.
+    /// Whether a record matches every criterion (the embedded store's
+    /// side; ClickHouse's is `clickhouse::reader`'s `where_filter`).
     pub fn matches(&self, r: &CaptureRecord) -> bool {
+        let Filter {
+            before_us,
+            after_us,
+            broker,
+            location,
+            platform,
+            operation,
+            status,
+            plan_id,
+            instance_id,
+            request_id,
+            outcome,
+            brokers_in,
+        } = self;
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        self.before_us.is_none_or(|b| r.received_at_us <= b)
-            && self.after_us.is_none_or(|a| r.received_at_us >= a)
-            && eq(&self.broker, &r.broker)
-            && eq(&self.location, &r.location)
-            && eq(&self.platform, &r.platform)
-            && eq(&self.operation, &r.operation)
-            && self.status.is_none_or(|s| s.matches(r.status))
-            && eq(&self.plan_id, &r.plan_id)
-            && eq(&self.instance_id, &r.instance_id)
-            && eq(&self.request_id, &r.request_id)
-            && eq(&self.outcome, &r.outcome)
-            && self
-                .brokers_in
-                .as_ref()
-                .is_none_or(|bs| bs.contains(&r.broker))
+        before_us.is_none_or(|b| r.received_at_us <= b)
+            && after_us.is_none_or(|a| r.received_at_us >= a)
+            && eq(broker, &r.broker)
+            && eq(location, &r.location)
+            && eq(platform, &r.platform)
+            && eq(operation, &r.operation)
+            && status.is_none_or(|s| s.matches(r.status))
+            && eq(plan_id, &r.plan_id)
+            && eq(instance_id, &r.instance_id)
+            && eq(request_id, &r.request_id)
+            && eq(outcome, &r.outcome)
+            && brokers_in.as_ref().is_none_or(|bs| bs.contains(&r.broker))
     }
 }
 
@@ -215,10 +231,13 @@ pub struct Search {
     pub cursor: Option<Cursor>,
 }
 
-/// One line of a search result: everything but headers and bodies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One line of a search result: everything but headers and bodies. Also
+/// the row ClickHouse searches read (`SELECT ?fields`): every field is a
+/// column of the table (checked in `clickhouse::schema`'s tests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct Summary {
     /// Record id.
+    #[serde(with = "clickhouse::serde::uuid")]
     pub id: Uuid,
     /// Arrival, µs since the epoch.
     pub received_at_us: i64,
@@ -378,149 +397,8 @@ pub fn sort(v: &mut [CaptureRecord], order: Order) {
     }
 }
 
-/// Whether an exchange's operation changes an instance's state.
-pub const INSTANCE_OPERATIONS: [&str; 3] = [
-    "PROVISION_INSTANCE",
-    "UPDATE_INSTANCE",
-    "DEPROVISION_INSTANCE",
-];
-
-/// The poll of an instance's last operation.
-pub const INSTANCE_POLL: &str = "POLL_INSTANCE_LAST_OPERATION";
-
-/// A service instance whose latest operation failed or has been in
-/// progress too long.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct InstanceProblem {
-    /// `failed` or `stuck`.
-    pub problem: String,
-    /// Broker id.
-    pub broker: String,
-    /// Location.
-    pub location: String,
-    /// Instance id.
-    pub instance_id: String,
-    /// Plan id of the operation.
-    pub plan_id: String,
-    /// Plan name, when the catalog is known.
-    pub plan_name: String,
-    /// `PROVISION_INSTANCE`, `UPDATE_INSTANCE` or `DEPROVISION_INSTANCE`.
-    pub operation: String,
-    /// When the operation started (µs since the epoch).
-    pub started_at_us: i64,
-    /// When its outcome was last seen (the failing answer or poll).
-    pub last_seen_at_us: i64,
-    /// Status of the failing answer (0 for a poll that said `failed`).
-    pub status: u16,
-    /// The broker's description (or the gateway's error).
-    pub description: String,
-    /// The record that shows it.
-    pub record_id: Uuid,
-}
-
-/// Turns the latest operation and latest poll of each instance into the
-/// list of failed and stuck instances.
-///
-/// `ops` and `polls` hold, per (broker, instance), the newest record of an
-/// instance operation and of a `last_operation` poll (older ones are ignored).
-pub fn instance_problems(
-    ops: Vec<Summary>,
-    polls: Vec<Summary>,
-    now_us: i64,
-    stuck_after_us: i64,
-) -> Vec<InstanceProblem> {
-    let mut last_poll: HashMap<(String, String), Summary> = HashMap::new();
-    for p in polls {
-        let k = (p.broker.clone(), p.instance_id.clone());
-        match last_poll.get(&k) {
-            Some(old) if old.received_at_us >= p.received_at_us => {}
-            _ => {
-                last_poll.insert(k, p);
-            }
-        }
-    }
-    let mut latest: HashMap<(String, String), Summary> = HashMap::new();
-    for o in ops {
-        let k = (o.broker.clone(), o.instance_id.clone());
-        match latest.get(&k) {
-            Some(old) if old.received_at_us >= o.received_at_us => {}
-            _ => {
-                latest.insert(k, o);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for (k, op) in latest {
-        let problem =
-            |kind: &str, at: &Summary, status: u16, description: String| InstanceProblem {
-                problem: kind.into(),
-                broker: op.broker.clone(),
-                location: op.location.clone(),
-                instance_id: op.instance_id.clone(),
-                plan_id: op.plan_id.clone(),
-                plan_name: op.plan_name.clone(),
-                operation: op.operation.clone(),
-                started_at_us: op.received_at_us,
-                last_seen_at_us: at.received_at_us,
-                status,
-                description,
-                record_id: at.id,
-            };
-        let describe = |r: &Summary| {
-            if !r.description.is_empty() {
-                r.description.clone()
-            } else if !r.error.is_empty() {
-                r.error.clone()
-            } else {
-                format!("{} answered {}", r.broker, r.status)
-            }
-        };
-        let failed_answer = op.status >= 400 || op.status == 0 && op.outcome != "ok";
-        // A 410 Gone for a deprovision means the instance is gone: success.
-        let gone = op.operation == "DEPROVISION_INSTANCE" && op.status == 410;
-        if failed_answer && !gone {
-            out.push(problem("failed", &op, op.status, describe(&op)));
-            continue;
-        }
-        if op.status != 202 {
-            continue;
-        }
-        match last_poll
-            .get(&k)
-            .filter(|p| p.received_at_us >= op.received_at_us)
-        {
-            Some(p) if p.state == "failed" => {
-                out.push(problem("failed", p, 0, describe(p)));
-            }
-            Some(p) if p.state == "succeeded" => {}
-            // A poll of a deprovision answering 410: gone, done.
-            Some(p) if p.status == 410 && op.operation == "DEPROVISION_INSTANCE" => {}
-            last => {
-                if now_us - op.received_at_us > stuck_after_us {
-                    let at = last.unwrap_or(&op);
-                    out.push(problem(
-                        "stuck",
-                        at,
-                        at.status,
-                        format!(
-                            "in progress since the {} was accepted (202); last state {:?}",
-                            op.operation,
-                            last.map(|p| p.state.as_str()).unwrap_or("never polled")
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| {
-        (&a.broker, std::cmp::Reverse(a.last_seen_at_us))
-            .cmp(&(&b.broker, std::cmp::Reverse(b.last_seen_at_us)))
-    });
-    out
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn rec(at: i64, op: &str, status: u16, instance: &str) -> CaptureRecord {
@@ -617,51 +495,5 @@ mod tests {
             [0]
         );
         assert!(p3.next.is_none());
-    }
-
-    #[test]
-    fn failed_and_stuck_instances() {
-        let hour = 3_600_000_000;
-        let now = 100 * hour;
-        let ops = [
-            rec(now - 2 * hour, "PROVISION_INSTANCE", 500, "sync-fail"),
-            rec(now - 3 * hour, "PROVISION_INSTANCE", 202, "async-fail"),
-            rec(now - 30 * hour, "PROVISION_INSTANCE", 202, "stuck"),
-            rec(now - 30 * hour, "PROVISION_INSTANCE", 202, "done"),
-            rec(now - 5 * hour, "PROVISION_INSTANCE", 500, "retried-ok"),
-            rec(now - 4 * hour, "PROVISION_INSTANCE", 201, "retried-ok"),
-            rec(now - hour, "PROVISION_INSTANCE", 202, "young"),
-        ];
-        let mut failed_poll = rec(now - 2 * hour, INSTANCE_POLL, 200, "async-fail");
-        failed_poll.state = "failed".into();
-        failed_poll.description = "quota exceeded".into();
-        let mut in_progress = rec(now - 29 * hour, INSTANCE_POLL, 200, "stuck");
-        in_progress.state = "in progress".into();
-        let mut ok = rec(now - 29 * hour, INSTANCE_POLL, 200, "done");
-        ok.state = "succeeded".into();
-        let polls = [failed_poll, in_progress, ok]
-            .iter()
-            .map(Summary::from)
-            .collect();
-        let ops = ops.iter().map(Summary::from).collect();
-        let found = instance_problems(ops, polls, now, 24 * hour);
-        let mut got: Vec<(&str, &str)> = found
-            .iter()
-            .map(|p| (p.instance_id.as_str(), p.problem.as_str()))
-            .collect();
-        got.sort();
-        assert_eq!(
-            got,
-            [
-                ("async-fail", "failed"),
-                ("stuck", "stuck"),
-                ("sync-fail", "failed")
-            ]
-        );
-        let af = found
-            .iter()
-            .find(|p| p.instance_id == "async-fail")
-            .unwrap();
-        assert_eq!(af.description, "quota exceeded");
     }
 }

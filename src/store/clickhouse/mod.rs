@@ -1,0 +1,88 @@
+//! ClickHouse: the table's columns and DDL (`schema`), the batch writer
+//! (`writer`), the reader for searches (`reader`), and what they share: how
+//! a client is made from the configuration and how errors are sorted.
+
+pub mod reader;
+pub mod schema;
+pub mod writer;
+
+use clickhouse::Client;
+
+pub use reader::ClickHouseReader;
+pub use writer::ClickHouseWriter;
+
+use super::SinkError;
+use crate::config::ClickHouseConfig;
+
+/// A client for the configured server, as writer and reader both use it.
+fn client(cfg: &ClickHouseConfig) -> Client {
+    let mut client = Client::default()
+        .with_url(cfg.url.as_str())
+        .with_user(cfg.user.as_str())
+        // NB: 18.16 cannot answer the metadata query that validation needs.
+        .with_validation(false);
+    if let Some(p) = &cfg.password {
+        client = client.with_password(p.expose());
+    }
+    client
+}
+
+/// ClickHouse error codes that mean "this data or schema is wrong": retrying
+/// the same batch cannot succeed, so it goes to the dead-letter directory.
+const BAD_DATA_CODES: [u32; 19] = [
+    6, 8, 10, 16, 26, 27, 33, 38, 41, 47, 53, 62, 69, 70, 72, 117, 130, 131, 190,
+];
+/// Unknown table or database: the schema is re-created, then retried.
+pub(crate) const MISSING_SCHEMA_CODES: [u32; 2] = [60, 81];
+
+pub(crate) fn exception_code(msg: &str) -> Option<u32> {
+    let at = msg.find("Code: ")? + 6;
+    msg[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether an error says the database or table does not exist yet (the
+/// writer creates them with the first batch): nothing stored yet.
+fn not_created_yet(e: &clickhouse::error::Error) -> bool {
+    exception_code(&e.to_string()).is_some_and(|c| MISSING_SCHEMA_CODES.contains(&c))
+}
+
+pub(crate) fn classify(e: clickhouse::error::Error) -> SinkError {
+    use clickhouse::error::Error as E;
+    match e {
+        E::Network(_) | E::TimedOut => SinkError::Retryable(e.to_string()),
+        E::BadResponse(msg) => match exception_code(&msg) {
+            Some(code) if BAD_DATA_CODES.contains(&code) => SinkError::BadData(msg),
+            _ => SinkError::Retryable(msg),
+        },
+        other => SinkError::BadData(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_errors_by_what_a_retry_can_fix() {
+        let bad = classify(clickhouse::error::Error::BadResponse(
+            "Code: 16, e.displayText() = DB::Exception: No such column x".into(),
+        ));
+        assert!(matches!(bad, SinkError::BadData(_)));
+        let busy = classify(clickhouse::error::Error::BadResponse(
+            "Code: 202, e.displayText() = DB::Exception: Too many simultaneous queries".into(),
+        ));
+        assert!(matches!(busy, SinkError::Retryable(_)));
+        assert!(matches!(
+            classify(clickhouse::error::Error::TimedOut),
+            SinkError::Retryable(_)
+        ));
+        assert_eq!(
+            exception_code("Code: 60. DB::Exception: Table x doesn't exist"),
+            Some(60)
+        );
+    }
+}

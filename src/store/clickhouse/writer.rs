@@ -1,0 +1,134 @@
+//! The ClickHouse writer: schema at start (see `schema`), one
+//! `INSERT ... FORMAT RowBinary` per batch through the `clickhouse` crate,
+//! errors sorted into retryable and bad data (see `classify`).
+//!
+//! The crate's `Inserter` is not used: it streams rows as it goes and cannot
+//! resend a failed batch. Each batch is a fresh `insert()` kept by the
+//! caller until acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickhouse::Client;
+
+use super::schema::{create_table_sql, parse_version, supports_ttl, ExchangeRow};
+use super::{classify, exception_code, MISSING_SCHEMA_CODES};
+use crate::config::ClickHouseConfig;
+use crate::store::{CaptureRecord, SinkError};
+
+/// Writes batches of records into one table.
+pub struct ClickHouseWriter {
+    client: Client,
+    database: String,
+    table: String,
+    retention_days: Option<u32>,
+    schema_ready: bool,
+}
+
+impl ClickHouseWriter {
+    /// A writer for `cfg` (no I/O until the first batch).
+    pub fn new(cfg: &ClickHouseConfig) -> Self {
+        ClickHouseWriter {
+            client: super::client(cfg).with_compression(clickhouse::Compression::None),
+            database: cfg.database.clone(),
+            table: cfg.table.clone(),
+            retention_days: cfg.retention_days,
+            schema_ready: false,
+        }
+    }
+
+    /// `database.table`.
+    pub fn qualified_table(&self) -> String {
+        format!("{}.{}", self.database, self.table)
+    }
+
+    /// Creates database and table when missing, and applies newer-server
+    /// features (retention TTL) when the server has them.
+    ///
+    /// # Errors
+    /// As for inserts.
+    pub async fn ensure_schema(&mut self) -> Result<(), SinkError> {
+        self.client
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await
+            .map_err(classify)?;
+        self.client
+            .query(&create_table_sql(&self.database, &self.table))
+            .execute()
+            .await
+            .map_err(classify)?;
+        let version: String = self
+            .client
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(classify)?;
+        match self.retention_days {
+            Some(days) if supports_ttl(parse_version(&version)) => {
+                self.client
+                    .query(&format!(
+                        "ALTER TABLE {} MODIFY TTL received_at + INTERVAL {days} DAY",
+                        self.qualified_table()
+                    ))
+                    .execute()
+                    .await
+                    .map_err(classify)?;
+                tracing::info!(%version, days, table = %self.qualified_table(), "ClickHouse retention TTL applied");
+            }
+            Some(days) => {
+                tracing::warn!(%version, days, "ClickHouse {version} has no TTL (needs 19.6+): retention is not enforced by the server")
+            }
+            None => {}
+        }
+        tracing::info!(%version, table = %self.qualified_table(), "ClickHouse capture table ready");
+        self.schema_ready = true;
+        Ok(())
+    }
+
+    /// Inserts one batch; the caller keeps it until this returns `Ok`.
+    ///
+    /// # Errors
+    /// [`SinkError::Retryable`] for network, timeout and server-side
+    /// trouble; [`SinkError::BadData`] when ClickHouse refuses the data.
+    pub async fn insert(&mut self, rows: &[Arc<CaptureRecord>]) -> Result<(), SinkError> {
+        if !self.schema_ready {
+            self.ensure_schema().await?;
+        }
+        let result = async {
+            let mut ins = self
+                .client
+                // NB: `insert()` would quote "db.table" as one identifier;
+                // both names are validated as [A-Za-z0-9_] by the config.
+                .insert_unescaped::<ExchangeRow<'_>>(&self.qualified_table())
+                .await?;
+            // NB: no yields needed here: the pipeline has a thread and a
+            // runtime of its own (capture::CaptureHandle::start).
+            for r in rows {
+                ins.write(&ExchangeRow::from(&**r)).await?;
+            }
+            ins.end().await
+        }
+        .await;
+        result.map_err(|e| {
+            let err = classify(e);
+            if let SinkError::Retryable(msg) = &err {
+                if exception_code(msg).is_some_and(|c| MISSING_SCHEMA_CODES.contains(&c)) {
+                    self.schema_ready = false;
+                }
+            }
+            err
+        })
+    }
+
+    /// `SELECT 1`.
+    ///
+    /// # Errors
+    /// When the server does not answer.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), SinkError> {
+        match tokio::time::timeout(timeout, self.client.query("SELECT 1").fetch_one::<u8>()).await {
+            Ok(r) => r.map(|_| ()).map_err(classify),
+            Err(_) => Err(SinkError::Retryable("ping timed out".into())),
+        }
+    }
+}

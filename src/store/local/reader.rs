@@ -1,0 +1,128 @@
+//! Reading the embedded store: segments scanned newest (or oldest) first
+//! on the blocking pool, for searches, one record, and the latest
+//! operation of each instance.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::store::query::{
+    Collector, Order, Page, Search, Summary, INSTANCE_OPERATIONS, INSTANCE_POLL,
+};
+use crate::store::{segments, CaptureRecord, Latest, ReadError};
+
+/// Calls `f` with every record of the store, segment by segment (newest
+/// segment first when `newest_first`), until it returns `false`.
+pub(crate) fn scan(
+    dir: &Path,
+    newest_first: bool,
+    mut f: impl FnMut(CaptureRecord) -> bool,
+) -> Result<(), ReadError> {
+    let mut segs =
+        segments::list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    if newest_first {
+        segs.reverse();
+    }
+    for seg in segs {
+        let Ok(read) = segments::read(&seg.path) else {
+            continue; // NB: trimmed away meanwhile.
+        };
+        let mut recs: Vec<CaptureRecord> = read
+            .records
+            .iter()
+            .filter_map(|p| serde_json::from_slice(p).ok())
+            .collect();
+        if newest_first {
+            recs.reverse();
+        }
+        for r in recs {
+            if !f(r) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The record `id`, if the store has it.
+pub(crate) fn get(dir: &Path, id: uuid::Uuid) -> Result<Option<CaptureRecord>, ReadError> {
+    let mut hit = None;
+    scan(dir, true, |r| {
+        if r.id == id {
+            hit = Some(r);
+            return false;
+        }
+        true
+    })?;
+    Ok(hit)
+}
+
+/// Scans segments in the search's order and stops once a whole segment
+/// lies beyond the last record the page can hold. Records are appended when
+/// their exchange ends, so a segment's times overlap its neighbours' by at
+/// most one exchange's duration; one segment of look-ahead covers that.
+pub(crate) fn search(dir: &Path, s: &Search) -> Result<Page, ReadError> {
+    let newest_first = s.order == Order::NewestFirst;
+    let mut segs =
+        segments::list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    if newest_first {
+        segs.reverse();
+    }
+    let mut c = Collector::new(s);
+    for seg in segs {
+        let Ok(read) = segments::read(&seg.path) else {
+            continue;
+        };
+        let recs: Vec<CaptureRecord> = read
+            .records
+            .iter()
+            .filter_map(|p| serde_json::from_slice(p).ok())
+            .collect();
+        let Some(edge) = (if newest_first {
+            recs.iter().map(|r| r.received_at_us).max()
+        } else {
+            recs.iter().map(|r| r.received_at_us).min()
+        }) else {
+            continue;
+        };
+        if c.complete_before(edge) {
+            break;
+        }
+        for r in recs {
+            c.offer(r);
+        }
+    }
+    Ok(c.page())
+}
+
+pub(crate) fn latest(
+    dir: &Path,
+    broker: Option<&str>,
+    brokers_in: Option<&[String]>,
+) -> Result<Latest, ReadError> {
+    let mut ops: HashMap<(String, String), Summary> = HashMap::new();
+    let mut polls: HashMap<(String, String), Summary> = HashMap::new();
+    scan(dir, false, |r| {
+        if r.instance_id.is_empty()
+            || broker.is_some_and(|b| b != r.broker)
+            || brokers_in.is_some_and(|bs| !bs.contains(&r.broker))
+        {
+            return true;
+        }
+        let map = if INSTANCE_OPERATIONS.contains(&r.operation.as_str()) {
+            &mut ops
+        } else if r.operation == INSTANCE_POLL {
+            &mut polls
+        } else {
+            return true;
+        };
+        let k = (r.broker.clone(), r.instance_id.clone());
+        if map
+            .get(&k)
+            .is_none_or(|old| old.received_at_us <= r.received_at_us)
+        {
+            map.insert(k, Summary::from(&r));
+        }
+        true
+    })?;
+    Ok((ops.into_values().collect(), polls.into_values().collect()))
+}
