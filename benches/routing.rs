@@ -11,7 +11,7 @@ use http::Method;
 use osb_gateway::config::{Mode, PoolSettings, Timeouts};
 use osb_gateway::osb::classify;
 use osb_gateway::registry::file::{BrokerFile, EndpointFile, PlatformFile, PublicationFile};
-use osb_gateway::registry::{BuildContext, RegistryFile, RouteTable, Routes};
+use osb_gateway::registry::{BuildContext, RegistryFile, RouteTable, Routes, Snapshot};
 
 const HASH: &str = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$0ZqsBi+Cd26cYOH0DVDcHg";
 
@@ -87,7 +87,7 @@ fn reload_build(c: &mut Criterion) {
 fn route_lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_lookup");
     for n in [10usize, 1_000, 10_000] {
-        let routes = Routes::new(table(n));
+        let routes = Routes::new(Snapshot::new(table(n), RegistryFile::default(), 1));
         let platform = routes.load().platform("cf").unwrap().clone();
         let broker = format!("broker-{}", n / 4);
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {

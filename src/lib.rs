@@ -155,7 +155,7 @@ impl Gateway {
             addr: cfg.listen,
             source,
         })?;
-        let routes = Routes::new(loaded.table);
+        let routes = Routes::new(loaded.snapshot);
         let capture = CaptureHandle::start(
             &cfg.capture,
             &CapturePaths::under(&cfg.data_dir),
@@ -171,7 +171,6 @@ impl Gateway {
             cfg.clone(),
             env,
             requests.clone(),
-            loaded.file,
             loaded.stamp,
         ));
         let watcher = cfg

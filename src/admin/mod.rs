@@ -228,7 +228,7 @@ impl Admin {
             .collect();
         json_response(
             StatusCode::OK,
-            json!({"generation": self.inner.reloader.generation(), "routes": routes}),
+            json!({"generation": table.generation(), "routes": routes}),
         )
     }
 

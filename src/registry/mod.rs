@@ -69,36 +69,101 @@ impl fmt::Display for RegistryErrors {
 
 impl std::error::Error for RegistryErrors {}
 
-/// The live route table: one `ArcSwap`, one `load()` per request, no locks.
-#[derive(Clone)]
-pub struct Routes(Arc<ArcSwap<RouteTable>>);
+/// One state of the registry, swapped as a whole: the validated table,
+/// the registry it was built from (for the admin views), the fingerprints
+/// the next reload diffs against, and its generation. An admin view or a
+/// request reads all four from one `load()`, so it never sees a table of
+/// one generation with the file or number of another. Derefs to its
+/// [`RouteTable`].
+pub struct Snapshot {
+    table: RouteTable,
+    registry: Arc<RegistryFile>,
+    fingerprints: Fingerprints,
+    generation: u64,
+}
 
-impl Routes {
-    /// Starts serving `table`.
-    pub fn new(table: RouteTable) -> Self {
-        Routes(Arc::new(ArcSwap::from_pointee(table)))
+/// A fingerprint per route and platform key (see [`RouteTable::fingerprints`]).
+pub(crate) type Fingerprints = std::collections::BTreeMap<String, String>;
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// A snapshot of `table`, built from `registry`, numbered `generation`.
+    pub fn new(table: RouteTable, registry: RegistryFile, generation: u64) -> Self {
+        let fingerprints = table.fingerprints();
+        Snapshot::with_fingerprints(table, registry, fingerprints, generation)
     }
 
-    /// The current table. Requests clone what they need out of it and drop the
-    /// guard before their first `.await` (arc-swap's guards are not for holding).
-    pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+    pub(crate) fn with_fingerprints(
+        table: RouteTable,
+        registry: RegistryFile,
+        fingerprints: Fingerprints,
+        generation: u64,
+    ) -> Self {
+        Snapshot {
+            table,
+            registry: Arc::new(registry),
+            fingerprints,
+            generation,
+        }
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// The registry as applied (secrets as written: `enc:v1:`, `env:`...).
+    pub fn registry(&self) -> &Arc<RegistryFile> {
+        &self.registry
+    }
+
+    /// The generation (1 for the table the gateway started with).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn fingerprints(&self) -> &Fingerprints {
+        &self.fingerprints
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = RouteTable;
+
+    fn deref(&self) -> &RouteTable {
+        &self.table
+    }
+}
+
+/// The live registry: one `ArcSwap` of a [`Snapshot`], one `load()` per
+/// request, no locks.
+#[derive(Clone)]
+pub struct Routes(Arc<ArcSwap<Snapshot>>);
+
+impl Routes {
+    /// Starts serving `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Self {
+        Routes(Arc::new(ArcSwap::from_pointee(snapshot)))
+    }
+
+    /// The current snapshot. Requests clone what they need out of it and
+    /// drop the guard before their first `.await` (arc-swap's guards are
+    /// not for holding).
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.0.load()
     }
 
-    /// The current table as an owned `Arc`, safe to hold across `.await`.
-    pub fn load_full(&self) -> Arc<RouteTable> {
+    /// The current snapshot as an owned `Arc`, safe to hold across `.await`.
+    pub fn load_full(&self) -> Arc<Snapshot> {
         self.0.load_full()
     }
 
-    /// Replaces the table with a new, already validated one. Requests in
-    /// flight keep the table they started with.
-    pub fn store(&self, table: RouteTable) {
-        self.0.store(Arc::new(table));
-    }
-
-    /// As [`Routes::store`], handing back the table that served until now
-    /// (so the caller decides where its possibly large drop happens).
-    pub fn swap(&self, table: RouteTable) -> Arc<RouteTable> {
-        self.0.swap(Arc::new(table))
+    /// Replaces the snapshot with a new, already validated one, handing
+    /// back the one that served until now (so the caller decides where its
+    /// possibly large drop happens). Requests in flight keep the snapshot
+    /// they started with.
+    pub fn swap(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        self.0.swap(Arc::new(snapshot))
     }
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use arc_swap::ArcSwap;
-
-use super::{BuildContext, RegistryErrors, RegistryFile, RouteTable, Routes};
+use super::{
+    BuildContext, Fingerprints, RegistryErrors, RegistryFile, RouteTable, Routes, Snapshot,
+};
 use crate::config::{self, ConfigError, GatewayConfig, RegistrySource};
 use crate::metrics::RequestMetrics;
 
@@ -161,26 +161,19 @@ pub struct Reloader {
     env: Env,
     requests: Arc<RequestMetrics>,
     writer: tokio::sync::Mutex<()>,
-    generation: AtomicU64,
     /// The embedded registry as changed through the API (no file to write).
     memory: std::sync::Mutex<Option<String>>,
-    /// The registry as last applied, for the admin views.
-    current: ArcSwap<RegistryFile>,
     /// The registry file's stamp as last loaded or written.
     seen: std::sync::Mutex<Option<FileStamp>>,
-    /// Fingerprints of the serving table (what the next diff compares to).
-    fingerprints: std::sync::Mutex<Arc<Fingerprints>>,
     /// Counters.
     pub metrics: ReloadMetrics,
 }
 
-/// A registry loaded for serving: the table, the file it came from, and the
-/// file's stamp taken before reading (so the watcher misses no change).
+/// A registry loaded for serving: the first snapshot, and the file's
+/// stamp taken before reading (so the watcher misses no change).
 pub struct Loaded {
-    /// The validated table.
-    pub table: RouteTable,
-    /// The registry it was built from.
-    pub file: RegistryFile,
+    /// The validated table and the registry it was built from (generation 1).
+    pub snapshot: Snapshot,
     /// The file's stamp (`None` for an embedded registry).
     pub stamp: Option<FileStamp>,
 }
@@ -198,31 +191,29 @@ pub fn load_for_serving(
     let (text, base, name) = read_source(cfg, None)?;
     let file = parse(&text, &name)?;
     let table = build(cfg, &file, &base, env, None, Some(requests))?;
-    Ok(Loaded { table, file, stamp })
+    Ok(Loaded {
+        snapshot: Snapshot::new(table, file, 1),
+        stamp,
+    })
 }
 
 impl Reloader {
-    /// A reloader for `routes`, which were built from `cfg` as `loaded`
-    /// says (its table already serving in `routes`).
+    /// A reloader for `routes`, built from `cfg`, whose registry file had
+    /// `stamp` when it was read.
     pub fn new(
         routes: Routes,
         cfg: Arc<GatewayConfig>,
         env: Env,
         requests: Arc<RequestMetrics>,
-        file: RegistryFile,
         stamp: Option<FileStamp>,
     ) -> Self {
-        let fingerprints = Arc::new(routes.load().fingerprints());
         Reloader {
-            fingerprints: std::sync::Mutex::new(fingerprints),
             routes,
             cfg,
             env,
             requests,
             writer: tokio::sync::Mutex::new(()),
-            generation: AtomicU64::new(1),
             memory: std::sync::Mutex::new(None),
-            current: ArcSwap::from_pointee(file),
             seen: std::sync::Mutex::new(stamp),
             metrics: ReloadMetrics::default(),
         }
@@ -230,12 +221,12 @@ impl Reloader {
 
     /// The generation now serving.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Relaxed)
+        self.routes.load().generation()
     }
 
     /// The registry as last applied (secrets as written: `enc:v1:`, `env:`...).
     pub fn registry(&self) -> Arc<RegistryFile> {
-        self.current.load_full()
+        self.routes.load().registry().clone()
     }
 
     /// The live routes.
@@ -274,16 +265,11 @@ impl Reloader {
     ) -> Result<Built, LoadError> {
         let (cfg, env, serving) = (self.cfg.clone(), self.env.clone(), self.routes.load_full());
         let requests = self.requests.clone();
-        let old = self
-            .fingerprints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         tokio::task::spawn_blocking(move || {
             let file = parse(&text, &name)?;
             let table = build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))?;
             let fingerprints = table.fingerprints();
-            let diff = diff(&old, &fingerprints);
+            let diff = diff(serving.fingerprints(), &fingerprints);
             Ok(Built {
                 table,
                 file,
@@ -297,8 +283,10 @@ impl Reloader {
         })
     }
 
-    /// Swaps the built table in and reports what changed. The old table is
-    /// dropped on the blocking pool once the last request holding it ends.
+    /// Swaps the built table in, as one snapshot with its file,
+    /// fingerprints and generation, and reports what changed. The old
+    /// snapshot is dropped on the blocking pool once the last request
+    /// holding it ends. Callers hold the writer lock.
     fn swap(&self, trigger: &str, built: Built, started: Instant) -> ReloadReport {
         let Built {
             table,
@@ -306,11 +294,14 @@ impl Reloader {
             fingerprints,
             diff: (added, removed, changed, unchanged),
         } = built;
-        let old_table = self.routes.swap(table);
-        let old_file = self.current.swap(Arc::new(file));
-        *self.fingerprints.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(fingerprints);
-        tokio::task::spawn_blocking(move || drop((old_table, old_file)));
-        let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        let generation = self.routes.load().generation() + 1;
+        let old = self.routes.swap(Snapshot::with_fingerprints(
+            table,
+            file,
+            fingerprints,
+            generation,
+        ));
+        tokio::task::spawn_blocking(move || drop(old));
         let took = started.elapsed();
         self.metrics.reloads.fetch_add(1, Relaxed);
         self.metrics
@@ -448,9 +439,6 @@ pub fn file_stamp(source: &RegistrySource) -> Option<FileStamp> {
         RegistrySource::Embedded(_) => None,
     }
 }
-
-/// A fingerprint per route and platform key (see [`RouteTable::fingerprints`]).
-type Fingerprints = std::collections::BTreeMap<String, String>;
 
 /// Added, removed and changed keys, and how many stayed the same.
 type Diff = (Vec<String>, Vec<String>, Vec<String>, usize);
