@@ -13,6 +13,9 @@
 //!
 //! `cargo bench --bench capture`
 
+// NB: criterion's macros generate undocumented public items.
+#![allow(missing_docs)]
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::hint::black_box;

@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench routing`
 
+// NB: criterion's macros generate undocumented public items.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::path::Path;
 

@@ -11,9 +11,9 @@
 //! both are served by `server`. [`Gateway::spawn`] is what the binary and
 //! the integration tests both run.
 
+// NB: the other lints are in Cargo.toml's [lints]; forbid, unlike deny,
+// cannot be lifted by any module of the library.
 #![forbid(unsafe_code)]
-#![deny(rust_2018_idioms)]
-#![warn(missing_docs)]
 
 pub mod admin;
 pub mod body;
@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use capture::{CaptureHandle, CapturePaths};
-use config::{ConfigError, GatewayConfig};
+use config::{ConfigErrors, GatewayConfig};
 use registry::{Env, RegistryErrors, Reloader, RouteTable, Routes};
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ use std::sync::Arc;
 pub enum StartError {
     /// The gateway configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] ConfigErrors),
     /// The registry is invalid.
     #[error("{0}")]
     Registry(#[from] RegistryErrors),
@@ -80,7 +80,7 @@ pub fn load_registry(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RouteTable, StartError> {
     registry::load(cfg, env).map_err(|e| match e {
-        registry::LoadError::File(c) => StartError::Config(c),
+        registry::LoadError::File(c) => StartError::Config(c.into()),
         registry::LoadError::Invalid(r) => StartError::Registry(r),
     })
 }
@@ -129,7 +129,7 @@ impl Gateway {
     ) -> Result<GatewayHandle, StartError> {
         let requests = Arc::new(metrics::RequestMetrics::default());
         let loaded = registry::load_for_serving(&cfg, &*env, &requests).map_err(|e| match e {
-            registry::LoadError::File(c) => StartError::Config(c),
+            registry::LoadError::File(c) => StartError::Config(c.into()),
             registry::LoadError::Invalid(r) => StartError::Registry(r),
         })?;
         if cfg.secret_key.is_none()

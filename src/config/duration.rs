@@ -40,6 +40,18 @@ pub fn format(d: Duration) -> String {
     }
 }
 
+/// Parses an optional duration field, naming it in the error.
+pub(crate) fn opt_duration(
+    field: &str,
+    v: &Option<String>,
+    default: Duration,
+) -> Result<Duration, super::ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse(s).map_err(|r| super::ConfigError::new(field, s, r)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

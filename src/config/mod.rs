@@ -6,6 +6,7 @@
 //! [`GatewayConfig`], which only holds valid values. Every error names the
 //! field and the value.
 
+mod check;
 pub mod credentials;
 pub mod duration;
 pub mod file;
@@ -65,6 +66,34 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Every problem found in a gateway file (validation does not stop at the
+/// first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(f, "{} problems:", all.len())?;
+                for e in all {
+                    write!(f, "\n  - {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
 
 /// Whether the gateway runs in development mode (plain-text listener and
 /// plain-text passwords allowed) or production mode.
@@ -336,15 +365,17 @@ impl GatewayConfig {
     /// to the file's directory. `env` reads environment variables.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the file, field and value.
-    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Every problem, each naming the file, field and value.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new("--config", path.display(), format!("cannot read: {e}"))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, base, env).map_err(|mut e| {
-            e.field = format!("{}: {}", path.display(), e.field);
-            e
+        Self::from_toml(&text, base, env).map_err(|mut all| {
+            for e in &mut all.0 {
+                e.field = format!("{}: {}", path.display(), e.field);
+            }
+            all
         })
     }
 
@@ -360,12 +391,12 @@ impl GatewayConfig {
     /// Parses and validates TOML text; relative paths resolve against `base`.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the field and value.
+    /// Every problem, each naming the field and value.
     pub fn from_toml(
         text: &str,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConfigErrors> {
         let f: file::GatewayFile = toml::from_str(text).map_err(|e| toml_error(&e))?;
         f.validate(base, env)
     }

@@ -12,7 +12,7 @@ use http::{HeaderValue, Uri};
 
 use super::file::{BrokerFile, EndpointFile, RegistryFile};
 use super::{RegistryError, RegistryErrors};
-use crate::config::file::opt_duration;
+use crate::config::duration::opt_duration;
 use crate::config::secret::{SecretContext, SecretSource};
 use crate::config::{Mode, PoolSettings, SecretKey, Timeouts};
 use crate::metrics::{RequestMetrics, RouteStats};

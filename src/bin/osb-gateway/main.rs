@@ -4,6 +4,7 @@
 //! the runtime, and prints. One file per command group under `cli/`.
 
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // the one place: mmap/mremap/munmap for huge blocks
 mod alloc;
 mod cli;
 
