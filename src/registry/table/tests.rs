@@ -1,5 +1,8 @@
 use super::*;
-use crate::registry::file::{BrokerFile, PlatformFile, PublicationFile};
+use crate::registry::file::{
+    BrokerFile, EndpointFile, PlatformFile, PublicationFile, RegistryFile,
+};
+use crate::registry::RegistryError;
 
 // A valid argon2id hash (cheap parameters) for registries in tests.
 const HASH: &str = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$0ZqsBi+Cd26cYOH0DVDcHg";
