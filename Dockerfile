@@ -9,8 +9,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches examples config \
-    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir -p src/bin/osb-gateway benches examples config \
+    && echo 'fn main() {}' > src/bin/osb-gateway/main.rs && touch src/lib.rs \
     && touch config/gateway.dev.toml config/registry.dev.toml \
     && cargo fetch --locked
 COPY . .

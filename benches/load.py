@@ -186,6 +186,9 @@ def main():
     ap.add_argument("--workloads", default="catalog,provision,1mb")
     ap.add_argument("--targets", default="direct,nginx,gateway-off,gateway-local,gateway-clickhouse",
                     help="also: hyper-floor (examples/bench_floor.rs, the least a hyper-based proxy does)")
+    ap.add_argument("--baseline-bin", default=None,
+                    help="another osb-gateway binary (e.g. a build of main before a change): "
+                         "gateway-off and gateway-local also run on it, as '<target>@baseline', interleaved")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk: apt-get install -y wrk")
@@ -195,6 +198,8 @@ def main():
     gw_bin = os.path.join(ROOT, "target/release/osb-gateway")
     broker_bin = os.path.join(ROOT, "target/release/examples/bench_broker")
     targets = args.targets.split(",")
+    if args.baseline_bin:
+        targets += [t + "@baseline" for t in targets if t in ("gateway-off", "gateway-local")]
     nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     ch_bin = shutil.which("clickhouse-server") or ("/usr/bin/clickhouse-server" if os.path.exists("/usr/bin/clickhouse-server") else None)
     if not nginx_bin and "nginx" in targets:
@@ -259,9 +264,10 @@ catalog_refresh = "0s"
             if not t.startswith("gateway"):
                 continue
             port = free_port()
+            kind = t.split("@")[0]
             capture = {"gateway-off": "enabled = false",
                        "gateway-local": "",
-                       "gateway-clickhouse": f'[capture.clickhouse]\nurl = "{ch_url}"\ndatabase = "osb_load"\ntable = "exchanges"'}[t]
+                       "gateway-clickhouse": f'[capture.clickhouse]\nurl = "{ch_url}"\ndatabase = "osb_load"\ntable = "exchanges"'}[kind]
             cfg = os.path.join(work, f"{t}.toml")
             with open(cfg, "w") as f:
                 f.write(f"""development_mode = true
@@ -278,10 +284,11 @@ level = "warn"
 [admin]
 enabled = false
 [capture]
-{capture if t == 'gateway-off' else ''}
-{'' if t == 'gateway-off' else capture}
+{capture if kind == 'gateway-off' else ''}
+{'' if kind == 'gateway-off' else capture}
 """)
-            p = spawn([gw_bin, "serve", "--config", cfg], PROXY_CPU, log, env)
+            binary = args.baseline_bin if t.endswith("@baseline") else gw_bin
+            p = spawn([binary, "serve", "--config", cfg], PROXY_CPU, log, env)
             procs.append(p)
             pids[t] = [p.pid]
             urls[t] = f"http://127.0.0.1:{port}/private/bench"
