@@ -914,3 +914,78 @@ async fn unread_and_refused_bodies_do_not_leak_into_the_next_exchange() {
         }
     }
 }
+
+/// The gateway's request metrics as Prometheus text.
+fn metrics(gw: &TestGateway) -> String {
+    let mut out = String::new();
+    gw.handle.as_ref().unwrap().requests.render(&mut out);
+    out
+}
+
+#[tokio::test]
+async fn a_broker_that_accepts_and_never_speaks_tls_times_out_at_connect_timeout() {
+    // Accepts TCP, then says nothing: the TLS handshake never finishes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let reg = format!(
+        "{PLATFORMS}\n[[brokers]]\nid = \"mute\"\nowner = \"acme\"\n{}",
+        private(&format!("https://{addr}"), "connect_timeout = \"300ms\"")
+    );
+    let gw = TestGateway::dev(&reg).await;
+    let r = within(
+        10,
+        "connect timeout covering the TLS handshake",
+        get(&gw.url("/private/mute/v2/catalog"), Some(platform("cf-eu"))),
+    )
+    .await;
+    let d = r.osb_error(504, "GatewayTimeout");
+    assert!(
+        d.contains("\"mute\"") && d.contains("300ms") && d.contains("TLS handshake"),
+        "{d}"
+    );
+    let m = metrics(&gw);
+    assert!(
+        m.contains("osb_gateway_upstream_errors_total{broker=\"mute\",location=\"private\",kind=\"connect_timeout\"} 1"),
+        "{m}"
+    );
+    silent.abort();
+}
+
+#[tokio::test]
+async fn tls_failures_are_counted_as_tls_not_connect() {
+    // A plain-HTTP broker behind an https:// endpoint: the handshake fails.
+    let plain = Broker::http(answer(200, r#"{"ok":1}"#)).await;
+    let stranger = TestCa::new("self-signed stranger");
+    let unknown = Broker::https(&stranger.issue(), answer(200, r#"{"ok":1}"#)).await;
+    let reg = format!(
+        "{PLATFORMS}\n[[brokers]]\nid = \"plain\"\nowner = \"acme\"\n{}\n[[brokers]]\nid = \"strict\"\nowner = \"acme\"\n{}",
+        private(&plain.url("").replace("http://", "https://"), ""),
+        "[[brokers.publications]]\nlocation = \"eu\"\nendpoint = \"".to_string()
+            + &unknown.url("")
+            + "\"\nusername = \"u\"\npassword = \"env:BROKER_PW\"\napproved = true\n",
+    );
+    let gw = TestGateway::dev(&reg).await;
+    get(
+        &gw.url("/private/plain/v2/catalog"),
+        Some(platform("cf-eu")),
+    )
+    .await
+    .osb_error(502, "BadGateway");
+    get(&gw.url("/eu/strict/v2/catalog"), Some(platform("cf-eu")))
+        .await
+        .osb_error(502, "BadGateway");
+    let m = metrics(&gw);
+    for (broker, location) in [("plain", "private"), ("strict", "eu")] {
+        assert!(
+            m.contains(&format!("osb_gateway_upstream_errors_total{{broker=\"{broker}\",location=\"{location}\",kind=\"tls\"}} 1")),
+            "{broker}: {m}"
+        );
+    }
+    assert!(!m.contains("kind=\"connect\""), "{m}");
+}

@@ -145,6 +145,7 @@ impl ClientFactory {
             origin,
             self.pool.max_idle_per_host,
             self.pool.idle_timeout,
+            connect_timeout,
         )?;
         self.clients.insert(key, pool.clone());
         Ok(pool)
@@ -207,6 +208,26 @@ impl Failure {
     }
 }
 
+/// Whether `e` is, or wraps, a rustls error.
+///
+/// NB: an `io::Error`'s `source()` skips the error it wraps, and the TLS
+/// handshake's rustls::Error arrives inside two of them (tokio-rustls's,
+/// then hyper-rustls's): look inside with `get_ref`.
+fn wraps_rustls(mut e: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => e = inner,
+            None => return false,
+        }
+    }
+}
+
 impl SendError {
     /// Sorts the error into a [`Failure`] and describes its cause in one
     /// line (no secrets: hyper's errors never carry headers or credentials).
@@ -219,7 +240,7 @@ impl SendError {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
             }
-            tls |= e.downcast_ref::<rustls::Error>().is_some();
+            tls |= wraps_rustls(e);
             let s = e.to_string();
             if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
                 parts.push(s);

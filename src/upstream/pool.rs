@@ -68,6 +68,8 @@ struct Inner<B> {
     host: HeaderValue,
     idle: ArrayQueue<Idle<B>>,
     idle_timeout: Duration,
+    /// Limit on TCP connect plus the TLS handshake.
+    connect_timeout: Duration,
     builder: Builder,
     reaper: AtomicBool,
 }
@@ -102,7 +104,9 @@ where
     B::Error: Into<BoxError>,
 {
     /// A pool toward `origin` (`scheme://host[:port]`), keeping at most
-    /// `max_idle` idle connections, each for at most `idle_timeout`.
+    /// `max_idle` idle connections, each for at most `idle_timeout`; a new
+    /// connection (TCP connect and TLS handshake together) must be ready
+    /// within `connect_timeout`.
     ///
     /// # Errors
     /// When `origin` has no scheme or host.
@@ -111,6 +115,7 @@ where
         origin: &str,
         max_idle: usize,
         idle_timeout: Duration,
+        connect_timeout: Duration,
     ) -> Result<Self, String> {
         let uri: Uri = origin
             .parse()
@@ -143,6 +148,7 @@ where
                 host,
                 idle: ArrayQueue::new(max_idle.max(1)),
                 idle_timeout,
+                connect_timeout,
                 builder,
                 reaper: AtomicBool::new(false),
             }),
@@ -205,10 +211,20 @@ where
         poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(SendError::Connect)?;
-        let io = connector
-            .call(self.inner.origin.clone())
-            .await
-            .map_err(SendError::Connect)?;
+        // NB: the connector's own timeout covers the TCP connect only; a
+        // broker that accepts and never speaks TLS would hold the request
+        // until the response timeout (125 s by default).
+        let limit = self.inner.connect_timeout;
+        let io = match tokio::time::timeout(limit, connector.call(self.inner.origin.clone())).await
+        {
+            Ok(r) => r.map_err(SendError::Connect)?,
+            Err(_) => {
+                return Err(SendError::Connect(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("TCP connect and TLS handshake did not finish within {limit:?}"),
+                ))))
+            }
+        };
         let (tx, conn) = self
             .inner
             .builder
@@ -373,8 +389,14 @@ mod tests {
         let connector = ClientFactory::new(PoolSettings::default(), Default::default())
             .connector(&Trust::Development, Duration::from_secs(1))
             .unwrap();
-        let pool: Pool<Full<Bytes>> =
-            Pool::new(connector, &origin, 4, Duration::from_secs(30)).unwrap();
+        let pool: Pool<Full<Bytes>> = Pool::new(
+            connector,
+            &origin,
+            4,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         for body in ["one", "two", "three"] {
             let req = Request::post("/echo")
                 .body(Full::new(Bytes::from(body)))
@@ -413,6 +435,7 @@ mod tests {
             &format!("http://{addr}"),
             4,
             Duration::from_secs(30),
+            Duration::from_secs(1),
         )
         .unwrap();
         let Err(err) = pool
