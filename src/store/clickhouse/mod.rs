@@ -29,11 +29,18 @@ fn client(cfg: &ClickHouseConfig) -> Client {
 
 /// ClickHouse error codes that mean "this data or schema is wrong": retrying
 /// the same batch cannot succeed, so it goes to the dead-letter directory.
-const BAD_DATA_CODES: [u32; 19] = [
-    6, 8, 10, 16, 26, 27, 33, 38, 41, 47, 53, 62, 69, 70, 72, 117, 130, 131, 190,
+///
+/// NB: 16 (no such column) is not among them: it means the table is older
+/// than the gateway, and the writer adds the columns (see
+/// [`SCHEMA_BEHIND_CODES`]) instead of dead-lettering every batch.
+const BAD_DATA_CODES: [u32; 18] = [
+    6, 8, 10, 26, 27, 33, 38, 41, 47, 53, 62, 69, 70, 72, 117, 130, 131, 190,
 ];
 /// Unknown table or database: the schema is re-created, then retried.
 pub(crate) const MISSING_SCHEMA_CODES: [u32; 2] = [60, 81];
+/// The table lacks a column the gateway writes: the schema is migrated
+/// (`ALTER TABLE ... ADD COLUMN`), then retried.
+pub(crate) const SCHEMA_BEHIND_CODES: [u32; 1] = [16];
 
 pub(crate) fn exception_code(msg: &str) -> Option<u32> {
     let at = msg.find("Code: ")? + 6;
@@ -69,9 +76,16 @@ mod tests {
     #[test]
     fn sorts_errors_by_what_a_retry_can_fix() {
         let bad = classify(clickhouse::error::Error::BadResponse(
-            "Code: 16, e.displayText() = DB::Exception: No such column x".into(),
+            "Code: 53, e.displayText() = DB::Exception: Type mismatch".into(),
         ));
         assert!(matches!(bad, SinkError::BadData(_)));
+        let behind = classify(clickhouse::error::Error::BadResponse(
+            "Code: 16, e.displayText() = DB::Exception: No such column x".into(),
+        ));
+        assert!(
+            matches!(behind, SinkError::Retryable(_)),
+            "an older table is migrated, not dead-lettered"
+        );
         let busy = classify(clickhouse::error::Error::BadResponse(
             "Code: 202, e.displayText() = DB::Exception: Too many simultaneous queries".into(),
         ));

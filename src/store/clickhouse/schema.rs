@@ -95,6 +95,32 @@ pub fn create_table_sql(database: &str, table: &str) -> String {
     )
 }
 
+/// The `ALTER TABLE ... ADD COLUMN` statements that bring a table with
+/// `existing` columns to [`COLUMNS`], each with the column it adds; each
+/// new column goes after the one before it in [`COLUMNS`]. Columns the
+/// table has beyond the list are left alone.
+pub fn migration_sql(
+    database: &str,
+    table: &str,
+    existing: &[String],
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (i, (name, ty)) in COLUMNS.iter().enumerate() {
+        if existing.iter().any(|e| e == name) {
+            continue;
+        }
+        let place = match i {
+            0 => String::new(),
+            _ => format!(" AFTER {}", COLUMNS[i - 1].0),
+        };
+        out.push((
+            *name,
+            format!("ALTER TABLE {database}.{table} ADD COLUMN {name} {ty}{place}"),
+        ));
+    }
+    out
+}
+
 /// `(major, minor)` of a `SELECT version()` answer (`18.16.1`, `24.8.4.13`).
 pub fn parse_version(v: &str) -> (u32, u32) {
     let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -292,6 +318,31 @@ mod tests {
         let row = ExchangeRow::from(&r);
         assert_eq!(row.received_at, 1_700_000_000);
         assert_eq!(CaptureRecord::from(row), r);
+    }
+
+    #[test]
+    fn a_table_missing_columns_gets_them_added_in_place() {
+        let all: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
+        assert!(
+            migration_sql("db", "t", &all).is_empty(),
+            "a current table needs nothing"
+        );
+        let older: Vec<String> = all
+            .iter()
+            .filter(|n| *n != "ttfb_us" && *n != "error")
+            .cloned()
+            .collect();
+        let sql: Vec<String> = migration_sql("db", "t", &older)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(
+            sql,
+            [
+                "ALTER TABLE db.t ADD COLUMN ttfb_us UInt64 AFTER duration_us",
+                "ALTER TABLE db.t ADD COLUMN error String AFTER outcome",
+            ]
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use clickhouse::Client;
 
-use super::schema::{create_table_sql, parse_version, supports_ttl, ExchangeRow};
-use super::{classify, exception_code, MISSING_SCHEMA_CODES};
+use super::schema::{create_table_sql, migration_sql, parse_version, supports_ttl, ExchangeRow};
+use super::{classify, exception_code, MISSING_SCHEMA_CODES, SCHEMA_BEHIND_CODES};
 use crate::config::ClickHouseConfig;
 use crate::store::{CaptureRecord, SinkError};
 
@@ -58,6 +58,20 @@ impl ClickHouseWriter {
             .execute()
             .await
             .map_err(classify)?;
+        // NB: a table made by an older gateway lacks the columns added
+        // since; 18.16 and current releases both have ADD COLUMN.
+        let existing: Vec<String> = self
+            .client
+            .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+            .bind(self.database.as_str())
+            .bind(self.table.as_str())
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        for (column, sql) in migration_sql(&self.database, &self.table, &existing) {
+            self.client.query(&sql).execute().await.map_err(classify)?;
+            tracing::info!(table = %self.qualified_table(), column, "ClickHouse capture table migrated: column added");
+        }
         let version: String = self
             .client
             .query("SELECT version()")
@@ -113,7 +127,9 @@ impl ClickHouseWriter {
         result.map_err(|e| {
             let err = classify(e);
             if let SinkError::Retryable(msg) = &err {
-                if exception_code(msg).is_some_and(|c| MISSING_SCHEMA_CODES.contains(&c)) {
+                if exception_code(msg).is_some_and(|c| {
+                    MISSING_SCHEMA_CODES.contains(&c) || SCHEMA_BEHIND_CODES.contains(&c)
+                }) {
                     self.schema_ready = false;
                 }
             }
