@@ -43,6 +43,7 @@ fn registry(routes: usize) -> RegistryFile {
         })
         .collect();
     RegistryFile {
+        confirm_empty: false,
         platforms: vec![PlatformFile {
             id: "cf".into(),
             customer: "acme".into(),

@@ -222,3 +222,50 @@ async fn a_reload_keeps_the_warm_pools_of_unchanged_upstreams() {
         "the keep-alive connection survived the reload"
     );
 }
+
+#[tokio::test]
+async fn an_empty_or_cut_registry_file_is_refused_and_the_routes_keep_serving() {
+    let a = Broker::http(answer(200, r#"{"from":"a"}"#)).await;
+    let full = registry(&[("pg", &a.url(""))]);
+    let gw = TestGateway::dev(&full).await;
+    for (what, text) in [
+        ("empty", String::new()),
+        ("blank", "\n  \n".to_string()),
+        ("cut in a string", full[..full.len() - 12].to_string()),
+        (
+            "cut in a table header",
+            full[..full.find("[brokers.private]").unwrap() + 5].to_string(),
+        ),
+    ] {
+        gw.write_registry(&text);
+        let err = gw.reloader().reload("test").await.unwrap_err().to_string();
+        assert!(!err.is_empty(), "{what}");
+        if what == "empty" || what == "blank" {
+            assert!(err.contains("the registry is empty"), "{what}: {err}");
+        }
+        assert_eq!(from(&gw, "pg").await, "a", "{what}: the old routes serve");
+    }
+    assert_eq!(gw.reloader().generation(), 1, "nothing was swapped in");
+}
+
+#[tokio::test]
+async fn taking_every_route_and_platform_away_needs_confirm_empty() {
+    let a = Broker::http(answer(200, r#"{"from":"a"}"#)).await;
+    let gw = TestGateway::dev(&registry(&[("pg", &a.url(""))])).await;
+    // Comments only: valid TOML, no brokers, no platforms.
+    gw.write_registry("# emptied by a tool\n");
+    let err = gw.reloader().reload("test").await.unwrap_err().to_string();
+    assert!(
+        err.contains("confirm_empty") && err.contains("1 routes") && err.contains("1 platforms"),
+        "{err}"
+    );
+    assert_eq!(from(&gw, "pg").await, "a");
+    // Fewer routes, but not none: an ordinary reload.
+    gw.write_registry(&registry(&[]));
+    let report = gw.reloader().reload("test").await.unwrap();
+    assert_eq!(report.removed, vec!["pg/private"]);
+    // Said on purpose: accepted.
+    gw.write_registry("confirm_empty = true\n");
+    let report = gw.reloader().reload("test").await.unwrap();
+    assert_eq!(report.removed, vec!["platform cf-eu"]);
+}

@@ -13,6 +13,11 @@ fn is_false(b: &bool) -> bool {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryFile {
+    /// Confirms a registry with no brokers and no platforms: without it, a
+    /// reload that would take every route and platform away is refused
+    /// (an empty or cut file from a tool that writes in place looks so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm_empty: bool,
     /// Location names platforms and publications may use (`private` and
     /// `global` are reserved).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

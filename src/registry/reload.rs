@@ -72,6 +72,18 @@ fn read_source(
 }
 
 fn parse(text: &str, name: &str) -> Result<RegistryFile, LoadError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::new(
+            name,
+            "",
+            format!(
+                "the registry is empty ({} bytes, no content): refused, the routes serving stay; \
+                 a file being written in place looks like this (write a temporary file, then rename it)",
+                text.len()
+            ),
+        )
+        .into());
+    }
     Ok(toml::from_str(text).map_err(|e| {
         let mut ce = config::toml_error(&e);
         ce.field = format!("{name}: {}", ce.field);
@@ -268,6 +280,7 @@ impl Reloader {
         tokio::task::spawn_blocking(move || {
             let file = parse(&text, &name)?;
             let table = build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))?;
+            refuse_unconfirmed_emptying(&file, &table, &serving)?;
             let fingerprints = table.fingerprints();
             let diff = diff(serving.fingerprints(), &fingerprints);
             Ok(Built {
@@ -414,6 +427,31 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Refuses a registry that would take every route and platform away from
+/// a gateway serving some, unless the file says `confirm_empty = true`.
+fn refuse_unconfirmed_emptying(
+    file: &RegistryFile,
+    next: &RouteTable,
+    serving: &RouteTable,
+) -> Result<(), LoadError> {
+    let (routes, platforms) = (serving.routes().len(), serving.platforms().len());
+    let empties = next.routes().is_empty() && next.platforms().is_empty();
+    if !empties || routes + platforms == 0 || file.confirm_empty {
+        return Ok(());
+    }
+    Err(RegistryErrors(vec![super::RegistryError {
+        object: "registry".into(),
+        field: "confirm_empty".into(),
+        value: "false".into(),
+        reason: format!(
+            "this registry has no brokers and no platforms and would take away all {routes} routes \
+             and {platforms} platforms serving now; if that is meant, set confirm_empty = true at \
+             the top of the file"
+        ),
+    }])
+    .into())
 }
 
 /// Modification time, size and CRC32 of a registry file.

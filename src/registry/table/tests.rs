@@ -39,6 +39,7 @@ fn publication(location: &str, url: &str, approved: bool) -> PublicationFile {
 
 fn registry() -> RegistryFile {
     RegistryFile {
+        confirm_empty: false,
         locations: vec!["eu".into(), "us".into()],
         platforms: vec![PlatformFile {
             id: "cf".into(),
