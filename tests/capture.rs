@@ -1153,3 +1153,70 @@ fn segments_written_by_an_earlier_version_still_read() {
     assert_eq!(got[1].operation, "PROVISION_INSTANCE");
     assert_eq!(got[1].request_headers[0].1, "[redacted]");
 }
+
+#[tokio::test]
+async fn a_flipped_bit_in_the_local_store_costs_at_most_the_record_it_hit() {
+    let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
+    let mut gw = start(&registry(&[("pg", &b.url(""), false)]), capture_tables("")).await;
+    // Four runs of the gateway: each writes a segment of its own.
+    for round in 0..4 {
+        if round > 0 {
+            gw.restart().await;
+        }
+        for _ in 0..10 {
+            assert_eq!(
+                send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
+                200
+            );
+        }
+    }
+    gw.shutdown().await;
+    let before = stored(&gw);
+    assert_eq!(before.len(), 40);
+    let dir = gw.path("data/captures");
+    let segs = local::files(&dir).unwrap();
+    assert!(
+        segs.len() >= 3,
+        "several segments: {:?}",
+        segs.iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect::<Vec<_>>()
+    );
+    // One bit in the middle of an older segment, four bytes in the newest.
+    let flip = |path: &std::path::Path, at: f64, bytes: usize| {
+        let mut data = std::fs::read(path).unwrap();
+        let i = (data.len() as f64 * at) as usize;
+        for b in &mut data[i..i + bytes] {
+            *b ^= 0x10;
+        }
+        std::fs::write(path, data).unwrap();
+    };
+    flip(&segs[0], 0.5, 1);
+    flip(&segs[segs.len() - 1], 0.3, 4);
+    let after = stored(&gw);
+    // NB: the bit costs its record; the four bytes may straddle the end of
+    // one record and the header of the next, so they cost at most two.
+    assert!(
+        after.len() >= 37 && after.len() < 40,
+        "at most the records hit are lost: {} of 40 kept",
+        after.len()
+    );
+    let kept: Vec<usize> = segs
+        .iter()
+        .map(|p| osb_gateway::store::segments::read(p).unwrap().records.len())
+        .collect();
+    assert_eq!(kept.len(), 4);
+    assert_eq!(kept[0], 9, "the bit cost its record only");
+    assert_eq!((kept[1], kept[2]), (10, 10), "untouched segments");
+    assert!(kept[3] >= 8, "the four bytes cost at most two records");
+    // The gateway starts over the damaged store and keeps writing to it.
+    gw.restart().await;
+    assert_eq!(
+        send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
+        200
+    );
+    gw.shutdown().await;
+    assert_eq!(stored(&gw).len(), after.len() + 1);
+    let (regions, _) = osb_gateway::store::segments::corruption();
+    assert!(regions >= 2, "counted: {regions}");
+}

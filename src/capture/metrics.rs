@@ -100,10 +100,27 @@ impl CaptureMetrics {
                 "Failed insert attempts.",
             ),
         ];
-        for (name, v, help) in counters {
+        let (regions, bytes) = crate::store::segments::corruption();
+        let corrupt = [
+            (
+                "corrupt_regions",
+                regions,
+                "Bad regions (CRC, length, torn tail) skipped in spool, dead-letter and local-store segments, each counted once.",
+            ),
+            (
+                "corrupt_bytes",
+                bytes,
+                "Bytes in those regions (at most the records they held are lost).",
+            ),
+        ];
+        let values = counters
+            .iter()
+            .map(|(n, v, h)| (*n, v.load(Relaxed), *h))
+            .chain(corrupt);
+        for (name, v, help) in values {
             let _ = writeln!(out, "# HELP osb_gateway_capture_{name}_total {help}");
             let _ = writeln!(out, "# TYPE osb_gateway_capture_{name}_total counter");
-            let _ = writeln!(out, "osb_gateway_capture_{name}_total {}", v.load(Relaxed));
+            let _ = writeln!(out, "osb_gateway_capture_{name}_total {v}");
         }
         let gauges = [
             (

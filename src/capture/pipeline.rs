@@ -375,9 +375,6 @@ impl Pipeline {
                 tracing::error!(segment = %seg.path.display(), "cannot read spool segment");
                 return;
             };
-            if read.corrupt_tail {
-                tracing::warn!(segment = %seg.path.display(), kept = read.records.len(), "spool segment ends in a torn or corrupt record (crash mid-write?): replaying what precedes it");
-            }
             // NB: parsed chunk by chunk, each within the batch bounds, so a
             // segment of large records is never all in memory as records.
             let mut records = 0;

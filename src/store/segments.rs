@@ -4,15 +4,21 @@
 //! A directory holds `NNNNNNNNNNNNNNNN.seg` files, numbered in write order.
 //! Each record is framed as `len: u32 LE | crc32(payload): u32 LE | payload`.
 //! Only the newest segment is written to; it is fsynced and closed when it
-//! is sealed (rotation). A reader stops at the first torn or corrupt frame
-//! (a crash mid-append) and reports it, keeping every record before it.
+//! is sealed (rotation). A reader reads frame by frame: a bad frame (CRC,
+//! length, torn tail) is skipped by resynchronising on the next valid
+//! frame, so a flipped bit costs the record it hit and nothing after it.
+//! Each bad region is counted ([`corruption`]) and logged once per file
+//! and offset, however often the file is read.
 //!
 //! Blocking I/O: call from `spawn_blocking` or a dedicated thread, never
 //! from a task on the request path.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 const EXT: &str = "seg";
@@ -33,13 +39,71 @@ pub struct SegmentInfo {
     pub modified: SystemTime,
 }
 
-/// The records of one segment, and whether it ended in a torn/corrupt frame.
+/// The records of one segment, and the bad regions skipped between them.
 #[derive(Debug, Default)]
 pub struct SegmentRead {
     /// Payloads in write order.
     pub records: Vec<Vec<u8>>,
-    /// `true` when reading stopped at a bad frame before the end of the file.
-    pub corrupt_tail: bool,
+    /// Each region that held no valid frame: (offset, bytes skipped). The
+    /// last one may be a torn tail (a crash mid-append).
+    pub corrupt: Vec<(u64, u64)>,
+    /// How many of those this read was the first to see (and so counted
+    /// and logged).
+    pub newly_reported: usize,
+}
+
+impl SegmentRead {
+    /// Whether anything was skipped.
+    pub fn is_corrupt(&self) -> bool {
+        !self.corrupt.is_empty()
+    }
+}
+
+/// Bad regions found in segment files since the process started, each
+/// (file, offset) counted once: `(regions, bytes)`.
+pub fn corruption() -> (u64, u64) {
+    (CORRUPT_REGIONS.load(Relaxed), CORRUPT_BYTES.load(Relaxed))
+}
+
+static CORRUPT_REGIONS: AtomicU64 = AtomicU64::new(0);
+static CORRUPT_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts and logs a bad region the first time it is seen; whether it was.
+fn report(path: &Path, offset: u64, skipped: u64, resumed: bool) -> bool {
+    static SEEN: OnceLock<Mutex<HashSet<(PathBuf, u64)>>> = OnceLock::new();
+    let first = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((path.to_path_buf(), offset));
+    if !first {
+        return false;
+    }
+    CORRUPT_REGIONS.fetch_add(1, Relaxed);
+    CORRUPT_BYTES.fetch_add(skipped, Relaxed);
+    if resumed {
+        tracing::warn!(segment = %path.display(), offset, skipped, "corrupt bytes in a capture segment: skipped to the next valid record (see osb_gateway_capture_corrupt_*)");
+    } else {
+        tracing::warn!(segment = %path.display(), offset, skipped, "capture segment ends in a torn or corrupt record (a crash mid-write?): the records before it are kept (see osb_gateway_capture_corrupt_*)");
+    }
+    true
+}
+
+/// The frame at `at`, if a valid one starts there: its payload range.
+fn frame_at(data: &[u8], at: usize) -> Option<(usize, usize)> {
+    if data.len() - at < HEADER {
+        return None;
+    }
+    let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
+    let start = at + HEADER;
+    // NB: the length check comes first and rejects almost every offset
+    // inside JSON text (its bytes make lengths over 500 MB), so a
+    // resynchronising scan rarely computes a CRC.
+    if len > MAX_FRAME || data.len() - start < len {
+        return None;
+    }
+    (crc32fast::hash(&data[start..start + len]) == crc).then_some((start, start + len))
 }
 
 struct Open {
@@ -192,34 +256,40 @@ pub fn list(dir: &Path) -> io::Result<Vec<SegmentInfo>> {
     Ok(out)
 }
 
-/// Reads every intact record of a segment.
+/// Reads every intact record of a segment, skipping bad regions (see the
+/// module's notes).
 ///
 /// # Errors
 /// When the file cannot be read at all.
 pub fn read(path: &Path) -> io::Result<SegmentRead> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
+    let mut out = parse(&data);
+    for (i, &(offset, skipped)) in out.corrupt.iter().enumerate() {
+        let resumed = i + 1 < out.corrupt.len() || offset + skipped < data.len() as u64;
+        out.newly_reported += report(path, offset, skipped, resumed) as usize;
+    }
+    Ok(out)
+}
+
+/// The frames of a segment's bytes, and the bad regions between them.
+fn parse(data: &[u8]) -> SegmentRead {
     let mut out = SegmentRead::default();
     let mut at = 0usize;
     while at < data.len() {
-        if data.len() - at < HEADER {
-            out.corrupt_tail = true;
-            break;
+        if let Some((start, end)) = frame_at(data, at) {
+            out.records.push(data[start..end].to_vec());
+            at = end;
+            continue;
         }
-        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
-        let start = at + HEADER;
-        if len > MAX_FRAME
-            || data.len() - start < len
-            || crc32fast::hash(&data[start..start + len]) != crc
-        {
-            out.corrupt_tail = true;
-            break;
-        }
-        out.records.push(data[start..start + len].to_vec());
-        at = start + len;
+        let bad = at;
+        let next = (bad + 1..data.len()).find(|&p| frame_at(data, p).is_some());
+        let resume = next.unwrap_or(data.len());
+        let skipped = (resume - bad) as u64;
+        out.corrupt.push((bad as u64, skipped));
+        at = resume;
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -259,12 +329,74 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let r = read(&path).unwrap();
         assert_eq!(r.records.len(), 2);
-        assert!(r.corrupt_tail);
+        assert!(r.is_corrupt());
         let last = bytes.len() - 7;
         bytes[last] ^= 0xff; // flip a payload byte of the second record
         fs::write(&path, &bytes).unwrap();
         let r = read(&path).unwrap();
         assert_eq!(r.records, vec![b"good".to_vec()]);
-        assert!(r.corrupt_tail);
+        assert!(r.is_corrupt());
+    }
+
+    fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    #[test]
+    fn a_flipped_bit_costs_only_the_record_it_hit() {
+        let payloads: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("{{\"id\":{i},\"body\":\"{}\"}}", "x".repeat(i * 7)).into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let clean = frames(&refs);
+        // Every bit of every byte, one at a time: at most one record lost.
+        for byte in (0..clean.len()).step_by(7) {
+            for bit in [0, 3, 7] {
+                let mut data = clean.clone();
+                data[byte] ^= 1 << bit;
+                let r = parse(&data);
+                let lost = payloads.iter().filter(|x| !r.records.contains(x)).count();
+                assert!(lost <= 1, "byte {byte} bit {bit}: {lost} lost");
+                assert_eq!(
+                    r.records.len() + lost,
+                    50,
+                    "byte {byte} bit {bit}: no record invented"
+                );
+                assert!(r.is_corrupt());
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_in_the_middle_and_a_torn_tail_are_skipped_and_counted_once() {
+        let mut data = frames(&[b"one", b"two"]);
+        data.extend_from_slice(b"\x07\x00garbage from a bad disk");
+        data.extend_from_slice(&frames(&[b"three"]));
+        data.extend_from_slice(&[200, 0, 0]); // torn header
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0000000000000001.seg");
+        fs::write(&path, &data).unwrap();
+        let before = corruption();
+        let r = read(&path).unwrap();
+        assert_eq!(
+            r.records,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        assert_eq!(r.corrupt.len(), 2, "{:?}", r.corrupt);
+        assert_eq!(r.corrupt[1].1, 3, "the torn tail");
+        read(&path).unwrap();
+        let after = corruption();
+        assert!(after.0 - before.0 >= 2, "counted");
+        // A second read of the same file counts nothing more (other tests
+        // may count their own files meanwhile, never this one's again).
+        let again = corruption();
+        read(&path).unwrap();
+        assert!(corruption().0 - again.0 < 2);
     }
 }
