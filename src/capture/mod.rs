@@ -73,7 +73,10 @@ struct TxInner {
     redactor: Arc<Redactor>,
     spool: Option<Arc<Mutex<Segments>>>,
     feed: broadcast::Sender<Arc<CaptureRecord>>,
-    warned_drop: AtomicBool,
+    /// A spool append failed (a full disk) since the store last answered:
+    /// the pipeline probes the store on a short timer instead of waiting
+    /// out its backoff, so records stop being lost as soon as it answers.
+    spool_full: AtomicBool,
     enricher: std::sync::OnceLock<Enricher>,
     /// Bytes held by records waiting to be spooled on the blocking pool.
     overflow_bytes: AtomicU64,
@@ -133,7 +136,7 @@ impl CaptureTx {
             redactor: Arc::default(),
             spool: None,
             feed,
-            warned_drop: AtomicBool::new(false),
+            spool_full: AtomicBool::new(false),
             enricher: std::sync::OnceLock::new(),
             overflow_bytes: AtomicU64::new(0),
             overflow: Overflow::default(),
@@ -312,14 +315,20 @@ impl TxInner {
         // NB: segments are sealed at 16 MiB as well as on each replay tick,
         // so a replay never reads more than that (plus one append) at once.
         const SEGMENT_BYTES: u64 = 16 << 20;
+        // NB: an append is all or nothing (segments::Segments::append), so
+        // a failed one lost exactly its records, and a failed seal after a
+        // good append lost none: the records are on disk.
         let result = {
             let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-            spool
-                .append(payloads.iter().map(Vec::as_slice))
-                .and_then(|n| match spool.open_segment() {
-                    Some((_, bytes, _)) if bytes >= SEGMENT_BYTES => spool.seal().map(|_| n),
-                    _ => Ok(n),
-                })
+            let appended = spool.append(payloads.iter().map(Vec::as_slice));
+            if let (Ok(_), Some((_, bytes, _))) = (&appended, spool.open_segment()) {
+                if bytes >= SEGMENT_BYTES {
+                    if let Err(e) = spool.seal() {
+                        tracing::warn!(error = %e, "cannot seal a spool segment; its records are kept");
+                    }
+                }
+            }
+            appended
         };
         match result {
             Ok(_) => {
@@ -327,11 +336,16 @@ impl TxInner {
             }
             Err(e) => {
                 self.metrics.dropped.fetch_add(n, Relaxed);
-                if !self.warned_drop.swap(true, Relaxed) {
-                    tracing::error!(error = %e, records = n, "cannot write the capture spool: records are being lost (see osb_gateway_capture_dropped_total)");
+                if !self.spool_full.swap(true, Relaxed) {
+                    tracing::error!(error = %e, records = n, "cannot write the capture spool: records are being lost (see osb_gateway_capture_dropped_total); the store is probed every 250 ms meanwhile");
                 }
             }
         }
+    }
+
+    /// Whether a spool append failed since the store last answered.
+    fn spool_is_full(&self) -> bool {
+        self.spool_full.load(Relaxed)
     }
 }
 
@@ -382,7 +396,7 @@ impl CaptureHandle {
             redactor: redactor.clone(),
             spool: Some(spool.clone()),
             feed,
-            warned_drop: AtomicBool::new(false),
+            spool_full: AtomicBool::new(false),
             enricher: std::sync::OnceLock::new(),
             overflow_bytes: AtomicU64::new(0),
             overflow: Overflow::default(),

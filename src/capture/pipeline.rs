@@ -65,9 +65,15 @@ pub(super) struct Pipeline {
     cfg: CaptureConfig,
     backoff: Duration,
     down_until: Option<Instant>,
+    /// When the store was last tried while the spool was full.
+    last_probe: Option<Instant>,
     stop: watch::Receiver<bool>,
     stopping: bool,
 }
+
+/// How often the store is tried while its backoff runs but the spool
+/// cannot be written: each batch spooled then is a batch lost.
+const FULL_SPOOL_PROBE: Duration = Duration::from_millis(250);
 
 /// What one drain of the queue found.
 enum Drained {
@@ -110,6 +116,7 @@ impl Pipeline {
             cfg: cfg.clone(),
             backoff: cfg.retry_initial_backoff,
             down_until: None,
+            last_probe: None,
             stop,
             stopping: false,
         })
@@ -221,6 +228,22 @@ impl Pipeline {
         self.down_until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// Whether to send a batch to the store although its backoff runs:
+    /// the spool is full, so spooling would lose it; at most every
+    /// [`FULL_SPOOL_PROBE`].
+    fn probe_due(&mut self) -> bool {
+        if !self.inner.spool_is_full() {
+            return false;
+        }
+        let due = self
+            .last_probe
+            .is_none_or(|t| t.elapsed() >= FULL_SPOOL_PROBE);
+        if due {
+            self.last_probe = Some(Instant::now());
+        }
+        due
+    }
+
     fn mark_down(&mut self, err: &SinkError) {
         self.inner.metrics.insert_failures.fetch_add(1, Relaxed);
         let was_up = self.down_until.is_none();
@@ -235,6 +258,7 @@ impl Pipeline {
     }
 
     fn mark_up(&mut self) {
+        self.inner.spool_full.store(false, Relaxed);
         if self.down_until.take().is_some() {
             tracing::info!(
                 sink = self.sink.name(),
@@ -299,7 +323,7 @@ impl Pipeline {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        if self.is_down() {
+        if self.is_down() && !self.probe_due() {
             return self.spool(batch).await;
         }
         match self.write(&batch).await {

@@ -143,9 +143,13 @@ impl Segments {
     /// Appends records to the open segment (opening one if needed) and
     /// flushes them to the OS. Returns the bytes written.
     ///
+    /// All or nothing: when a write fails (a full disk), the segment is
+    /// cut back to where this append began and closed, so no torn frame
+    /// is left for later appends to sit behind; the next append opens a
+    /// new segment.
+    ///
     /// # Errors
-    /// I/O errors (disk full among them); records may be partially written,
-    /// which readers detect as a torn tail.
+    /// I/O errors (disk full among them); none of the records was kept.
     pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> io::Result<u64> {
         if self.open.is_none() {
             let seq = self.next_seq;
@@ -161,17 +165,38 @@ impl Segments {
         }
         let open = self.open.as_mut().expect("opened above");
         let mut written = 0u64;
-        for p in payloads {
-            let len = u32::try_from(p.len())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))?;
-            open.file.write_all(&len.to_le_bytes())?;
-            open.file.write_all(&crc32fast::hash(p).to_le_bytes())?;
-            open.file.write_all(p)?;
-            written += (HEADER + p.len()) as u64;
+        let result = (|| {
+            for p in payloads {
+                let len = u32::try_from(p.len()).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB")
+                })?;
+                open.file.write_all(&len.to_le_bytes())?;
+                open.file.write_all(&crc32fast::hash(p).to_le_bytes())?;
+                open.file.write_all(p)?;
+                written += (HEADER + p.len()) as u64;
+            }
+            open.file.flush()
+        })();
+        match result {
+            Ok(()) => {
+                open.bytes += written;
+                Ok(written)
+            }
+            Err(e) => {
+                let open = self.open.take().expect("open above");
+                // NB: into_parts drops what the buffer still holds instead
+                // of trying to write it again.
+                let (file, _) = open.file.into_parts();
+                let cut = file.set_len(open.bytes).and_then(|_| file.sync_all());
+                if let Err(c) = cut {
+                    tracing::error!(segment = open.seq, error = %c, "cannot cut a failed append back; its segment may end in a torn record (readers skip it)");
+                }
+                if open.bytes == 0 {
+                    let _ = fs::remove_file(self.dir.join(format!("{:016}.{EXT}", open.seq)));
+                }
+                Err(e)
+            }
         }
-        open.file.flush()?;
-        open.bytes += written;
-        Ok(written)
     }
 
     /// Size and age of the open segment, if any.
