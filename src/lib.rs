@@ -193,6 +193,10 @@ impl Gateway {
             tls,
             header_read_timeout: cfg.header_read_timeout,
             grace: cfg.shutdown_grace,
+            on_grace_over: Some({
+                let tx = capture.tx();
+                Arc::new(move || tx.grace_over())
+            }),
         };
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let admin_addr = if cfg.admin.enabled {
@@ -231,6 +235,7 @@ impl Gateway {
                 tls: admin_tls,
                 header_read_timeout: cfg.header_read_timeout,
                 grace: cfg.shutdown_grace,
+                on_grace_over: None,
             };
             tokio::spawn(server::serve(l, admin, opts, rx.clone()));
             Some(a)

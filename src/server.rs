@@ -85,6 +85,10 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long requests in flight get after shutdown begins.
     pub grace: Duration,
+    /// Called when the grace period is over, just before the connections
+    /// still open are closed (the proxy marks their exchanges as stopped
+    /// by the gateway).
+    pub on_grace_over: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Accepts connections for `handler` until `shutdown` turns true, then drains.
@@ -107,6 +111,11 @@ pub async fn serve<H: Handler>(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // NB: the connection tasks are kept, so that at the end of the grace
+    // period they are closed here, and the exchanges they carry end (and
+    // are recorded) before the capture pipeline stops, not when the
+    // runtime is dropped after it.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -126,7 +135,8 @@ pub async fn serve<H: Handler>(
         let handler = handler.clone();
         let tls = opts.tls.clone();
         let handshake_timeout = opts.header_read_timeout;
-        tokio::spawn(async move {
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             let svc = service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, std::convert::Infallible>(handler.call(req).await) }
@@ -163,13 +173,26 @@ pub async fn serve<H: Handler>(
         });
     }
     drop(listener);
-    tracing::info!(grace = ?opts.grace, "stopped accepting; waiting for requests in flight");
+    let started = tokio::time::Instant::now();
+    tracing::info!(grace = ?opts.grace, connections = connections.len(), "stopped accepting; waiting for requests in flight");
     if tokio::time::timeout(opts.grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(grace = ?opts.grace, "grace period over; closing remaining connections");
+        if let Some(f) = &opts.on_grace_over {
+            f();
+        }
+        tracing::warn!(
+            grace = ?opts.grace,
+            waited = ?started.elapsed(),
+            connections = connections.len(),
+            "grace period over; closing the connections still open (their exchanges are recorded as stopped by the gateway)"
+        );
     }
+    // NB: after a clean drain only connections still in their TLS
+    // handshake are left (GracefulShutdown does not know them yet).
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }
 
 /// Resolves once shutdown was requested (or the sender is gone).

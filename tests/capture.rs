@@ -1314,3 +1314,72 @@ async fn a_full_disk_under_the_spool_is_survived_and_counted_exactly() {
     .await;
     drop(disk);
 }
+
+/// A broker that answers with headers and a first chunk, then streams one
+/// chunk a second for 30 s: an exchange a shutdown has to cut.
+fn streaming_broker() -> Handler {
+    Arc::new(|_req| {
+        Box::pin(async {
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<hyper::body::Frame<bytes::Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(1);
+            tokio::spawn(async move {
+                for _ in 0..30 {
+                    let chunk =
+                        hyper::body::Frame::data(bytes::Bytes::from_static(b"{\"tick\":1}\n"));
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            let body = http_body_util::StreamBody::new(futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            ));
+            http::Response::builder()
+                .status(200)
+                .body(body.boxed())
+                .unwrap()
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_request_cut_by_shutdown_is_recorded_as_stopped_by_the_gateway() {
+    let b = Broker::http(streaming_broker()).await;
+    let mut gw = start(
+        &registry(&[("stream", &b.url(""), false)]),
+        capture_tables("\n[shutdown]\ngrace_period = \"500ms\"\n"),
+    )
+    .await;
+    let req = Request::get(gw.url("/private/stream/v2/catalog"))
+        .header("authorization", platform("cf-eu"))
+        .header("x-broker-api-request-identity", "cut-by-shutdown")
+        .body(client::empty())
+        .unwrap();
+    let resp = client::plain().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let reading = tokio::spawn(resp.into_body().collect());
+    let started = std::time::Instant::now();
+    within(15, "shutdown within grace + the final flush", gw.shutdown()).await;
+    // NB: a bound, not a timing assertion: the grace is 0.5 s, the final
+    // flush at most 5 s; the streaming response would run 30 s.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        reading.await.unwrap().is_err(),
+        "the platform sees the response cut, not a short success"
+    );
+    let cut: Vec<CaptureRecord> = stored(&gw)
+        .into_iter()
+        .filter(|r| r.request_id == "cut-by-shutdown")
+        .collect();
+    assert_eq!(cut.len(), 1, "one record for the cut exchange");
+    assert_eq!((cut[0].status, cut[0].outcome.as_str()), (200, "shutdown"));
+    assert!(
+        cut[0].error.contains("shutdown grace period"),
+        "{}",
+        cut[0].error
+    );
+    assert!(cut[0].response_body.starts_with("{\"tick\":1}"));
+}

@@ -220,11 +220,21 @@ impl Exchange {
         if let Some((o, cause)) = self.failure.get() {
             return (*o, cause.clone());
         }
+        // NB: after the grace period the gateway drops the connections
+        // still open; what looks like a platform leaving is the gateway.
+        let cut = |by_platform: &str| {
+            if self.tx.cutting() {
+                (
+                    Outcome::Shutdown,
+                    "the gateway stopped it: still running when the shutdown grace period ended"
+                        .to_string(),
+                )
+            } else {
+                (Outcome::Aborted, by_platform.to_string())
+            }
+        };
         let Some(head) = self.response.get() else {
-            return (
-                Outcome::Aborted,
-                "the platform went away before the broker answered".into(),
-            );
+            return cut("the platform went away before the broker answered");
         };
         match self.response_body.get() {
             Some((_, BodyEnd::Complete)) => {
@@ -244,10 +254,9 @@ impl Exchange {
                 };
                 (o, format!("response body: {cause}"))
             }
-            Some((_, BodyEnd::Cancelled)) | None => (
-                Outcome::Aborted,
-                "the platform stopped reading the response".into(),
-            ),
+            Some((_, BodyEnd::Cancelled)) | None => {
+                cut("the platform stopped reading the response")
+            }
         }
     }
 }

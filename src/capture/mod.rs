@@ -77,6 +77,9 @@ struct TxInner {
     /// the pipeline probes the store on a short timer instead of waiting
     /// out its backoff, so records stop being lost as soon as it answers.
     spool_full: AtomicBool,
+    /// Set when the shutdown grace period is over: exchanges still running
+    /// are being cut by the gateway, not by the platform.
+    cutting: AtomicBool,
     enricher: std::sync::OnceLock<Enricher>,
     /// Bytes held by records waiting to be spooled on the blocking pool.
     overflow_bytes: AtomicU64,
@@ -137,6 +140,7 @@ impl CaptureTx {
             spool: None,
             feed,
             spool_full: AtomicBool::new(false),
+            cutting: AtomicBool::new(false),
             enricher: std::sync::OnceLock::new(),
             overflow_bytes: AtomicU64::new(0),
             overflow: Overflow::default(),
@@ -184,6 +188,18 @@ impl CaptureTx {
                 .inflight_bytes
                 .fetch_sub(bytes as u64, Relaxed);
         }
+    }
+
+    /// Says that the shutdown grace period is over: exchanges ending from
+    /// now on without their end were stopped by the gateway
+    /// ([`Outcome::Shutdown`]).
+    pub fn grace_over(&self) {
+        self.0.cutting.store(true, SeqCst);
+    }
+
+    /// Whether [`grace_over`](Self::grace_over) was called.
+    pub(crate) fn cutting(&self) -> bool {
+        self.0.cutting.load(SeqCst)
     }
 
     /// Gateway instance name.
@@ -397,6 +413,7 @@ impl CaptureHandle {
             spool: Some(spool.clone()),
             feed,
             spool_full: AtomicBool::new(false),
+            cutting: AtomicBool::new(false),
             enricher: std::sync::OnceLock::new(),
             overflow_bytes: AtomicU64::new(0),
             overflow: Overflow::default(),

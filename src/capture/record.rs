@@ -32,6 +32,9 @@ pub enum Outcome {
     Timeout,
     /// The platform went away before the exchange finished.
     Aborted,
+    /// The gateway stopped it: still running when the shutdown grace
+    /// period ended.
+    Shutdown,
 }
 
 impl Outcome {
@@ -44,6 +47,7 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::Timeout => "timeout",
             Outcome::Aborted => "aborted",
+            Outcome::Shutdown => "shutdown",
         }
     }
 }

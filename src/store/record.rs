@@ -69,7 +69,7 @@ pub struct CaptureRecord {
     pub request_id: String,
     /// Status sent to the platform (0: none).
     pub status: u16,
-    /// `ok`, `broker_error`, `rejected`, `upstream_error`, `timeout`, `aborted`.
+    /// `ok`, `broker_error`, `rejected`, `upstream_error`, `timeout`, `aborted`, `shutdown`.
     pub outcome: String,
     /// Error cause, when any.
     pub error: String,

@@ -70,7 +70,9 @@ impl TestGateway {
         } else {
             None
         };
-        gw.push_str("\n[shutdown]\ngrace_period = \"5s\"\n");
+        if !opts.tables.contains("[shutdown]") {
+            gw.push_str("\n[shutdown]\ngrace_period = \"5s\"\n");
+        }
         if !opts.tables.contains("[admin]") {
             gw.push_str(&format!(
                 "\n[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"operator\"\n[[admin.tokens]]\nname = \"acme-owner\"\nsha256 = \"{}\"\nrole = \"owner\"\ncustomer = \"acme\"\n",

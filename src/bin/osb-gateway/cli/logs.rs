@@ -40,7 +40,7 @@ pub struct Criteria {
     /// X-Broker-API-Request-Identity.
     #[arg(long)]
     request_id: Option<String>,
-    /// ok, broker_error, rejected, upstream_error, timeout, aborted.
+    /// ok, broker_error, rejected, upstream_error, timeout, aborted, shutdown.
     #[arg(long)]
     outcome: Option<String>,
 }
