@@ -51,6 +51,23 @@ impl Sink {
     }
 }
 
+/// A queued exchange made into its record: redacted, enriched, published
+/// to live tails, and no longer counted in the queue's bytes.
+fn record_of(inner: &TxInner, q: Queued) -> Arc<CaptureRecord> {
+    inner
+        .metrics
+        .queue_bytes
+        .fetch_sub(q.weight as u64, Relaxed);
+    let mut record = q.raw.into_record(&inner.redactor);
+    if let Some(enrich) = inner.enricher.get() {
+        enrich(&mut record);
+    }
+    let record = Arc::new(record);
+    // NB: broadcast::send never waits; a slow subscriber lags on its own.
+    inner.publish(&record);
+    record
+}
+
 /// Segments replayed per tick at most, so replay never starves the queue.
 const REPLAY_SEGMENTS_PER_TICK: usize = 2;
 
@@ -67,6 +84,11 @@ pub(super) struct Pipeline {
     down_until: Option<Instant>,
     /// When the store was last tried while the spool was full.
     last_probe: Option<Instant>,
+    /// The last write was slow enough that its rows were also spooled.
+    spooled_copy: bool,
+    /// Spool segments the previous process left, not yet replayed, and the
+    /// records replayed from them so far.
+    inherited: (std::collections::HashSet<u64>, usize),
     stop: watch::Receiver<bool>,
     stopping: bool,
 }
@@ -105,6 +127,17 @@ impl Pipeline {
                 cfg.local,
             )?))),
         };
+        let inherited = {
+            let segs = spool.lock().unwrap_or_else(|p| p.into_inner()).all()?;
+            if !segs.is_empty() {
+                tracing::info!(
+                    segments = segs.len(),
+                    bytes = segs.iter().map(|s| s.bytes).sum::<u64>(),
+                    "the capture spool holds records left by the previous process: they are replayed once the store answers"
+                );
+            }
+            (segs.iter().map(|s| s.seq).collect(), 0)
+        };
         Ok(Pipeline {
             inner,
             rx,
@@ -117,6 +150,8 @@ impl Pipeline {
             backoff: cfg.retry_initial_backoff,
             down_until: None,
             last_probe: None,
+            spooled_copy: false,
+            inherited,
             stop,
             stopping: false,
         })
@@ -209,19 +244,8 @@ impl Pipeline {
     }
 
     fn accept(&mut self, q: Queued) {
-        self.inner
-            .metrics
-            .queue_bytes
-            .fetch_sub(q.weight as u64, Relaxed);
-        let mut record = q.raw.into_record(&self.inner.redactor);
-        if let Some(enrich) = self.inner.enricher.get() {
-            enrich(&mut record);
-        }
-        let record = Arc::new(record);
-        // NB: broadcast::send never waits; a slow subscriber lags on its own.
-        self.inner.publish(&record);
         self.batch_bytes += q.weight;
-        self.batch.push(record);
+        self.batch.push(record_of(&self.inner, q));
     }
 
     fn is_down(&self) -> bool {
@@ -291,13 +315,49 @@ impl Pipeline {
         // happens here; abandoning it and spooling the rows would store them
         // twice (the local store, unlike ClickHouse, does not collapse
         // duplicates). So it is awaited to its end: it is bounded by the disk.
+        self.spooled_copy = false;
         let attempt = if matches!(self.sink, Sink::Local(_)) {
             Some(Ok(self.sink.write(rows).await))
         } else {
-            tokio::select! {
-                r = tokio::time::timeout(limit, self.sink.write(rows)) => Some(r),
-                _ = aborted => None,
-            }
+            let Pipeline {
+                sink,
+                inner,
+                rx,
+                cfg,
+                ..
+            } = self;
+            let insert = tokio::time::timeout(limit, sink.write(rows));
+            tokio::pin!(insert);
+            tokio::pin!(aborted);
+            // NB: a slow or hung insert must not leave records in memory
+            // only: every flush interval it is not done, the batch (once)
+            // and whatever queued meanwhile go to the spool. If the insert
+            // succeeds after all, the spooled copy's replay collapses by id.
+            let mut slow =
+                tokio::time::interval_at(Instant::now() + cfg.flush_interval, cfg.flush_interval);
+            let mut copied = false;
+            let r = loop {
+                tokio::select! {
+                    r = &mut insert => break Some(r),
+                    _ = &mut aborted => break None,
+                    _ = slow.tick() => {
+                        let mut records: Vec<Arc<CaptureRecord>> = Vec::new();
+                        if !copied {
+                            copied = true;
+                            records.extend(rows.iter().cloned());
+                        }
+                        while let Ok(q) = rx.try_recv() {
+                            records.push(record_of(inner, q));
+                        }
+                        if !records.is_empty() {
+                            let inner = inner.clone();
+                            let _ = tokio::task::spawn_blocking(move || inner.spool_records(&records)).await;
+                        }
+                    }
+                }
+            };
+            self.spooled_copy = copied;
+            r
         };
         let Some(attempt) = attempt else {
             self.stopping = true;
@@ -338,7 +398,11 @@ impl Pipeline {
                 if !self.stopping {
                     self.mark_down(&e);
                 }
-                self.spool(batch).await;
+                // NB: a write slower than the flush interval spooled its
+                // rows already.
+                if !self.spooled_copy {
+                    self.spool(batch).await;
+                }
             }
         }
     }
@@ -439,6 +503,16 @@ impl Pipeline {
                 return;
             }
             tracing::debug!(segment = %seg.path.display(), records, "spool segment replayed");
+            let (left, replayed) = &mut self.inherited;
+            if left.remove(&seg.seq) {
+                *replayed += records;
+                if left.is_empty() {
+                    tracing::info!(
+                        records = *replayed,
+                        "replayed every record the previous process left in the capture spool"
+                    );
+                }
+            }
         }
     }
 }

@@ -223,3 +223,18 @@ impl Drop for ClickHouse {
         self.stop();
     }
 }
+
+impl ClickHouse {
+    /// Sends the server a signal (`STOP` hangs it: connections are
+    /// accepted by the kernel and never answered; `CONT` resumes it).
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = std::process::Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig} clickhouse-server");
+        }
+    }
+}
