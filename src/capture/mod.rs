@@ -320,9 +320,23 @@ impl TxInner {
         }
     }
 
-    /// Appends records to the spool (blocking I/O: call off the reactor).
+    /// Appends records to the spool (blocking I/O: call off the reactor);
+    /// records that could not be written are lost, and counted.
     fn spool_records(&self, records: &[Arc<CaptureRecord>]) {
-        let Some(spool) = &self.spool else { return };
+        self.append_spool(records, true);
+    }
+
+    /// Appends a copy of records that are also still in memory (a batch
+    /// whose insert is slow); a failure loses nothing, so counts nothing.
+    /// Whether the copy is on disk.
+    fn spool_copy(&self, records: &[Arc<CaptureRecord>]) -> bool {
+        self.append_spool(records, false)
+    }
+
+    fn append_spool(&self, records: &[Arc<CaptureRecord>], lost_on_failure: bool) -> bool {
+        let Some(spool) = &self.spool else {
+            return false;
+        };
         let n = records.len() as u64;
         let payloads: Vec<Vec<u8>> = records
             .iter()
@@ -349,12 +363,16 @@ impl TxInner {
         match result {
             Ok(_) => {
                 self.metrics.spooled.fetch_add(n, Relaxed);
+                true
             }
             Err(e) => {
-                self.metrics.dropped.fetch_add(n, Relaxed);
+                if lost_on_failure {
+                    self.metrics.dropped.fetch_add(n, Relaxed);
+                }
                 if !self.spool_full.swap(true, Relaxed) {
                     tracing::error!(error = %e, records = n, "cannot write the capture spool: records are being lost (see osb_gateway_capture_dropped_total); the store is probed every 250 ms meanwhile");
                 }
+                false
             }
         }
     }

@@ -324,6 +324,8 @@ impl Pipeline {
                 inner,
                 rx,
                 cfg,
+                batch,
+                batch_bytes,
                 ..
             } = self;
             let insert = tokio::time::timeout(limit, sink.write(rows));
@@ -341,19 +343,34 @@ impl Pipeline {
                     r = &mut insert => break Some(r),
                     _ = &mut aborted => break None,
                     _ = slow.tick() => {
-                        let mut records: Vec<Arc<CaptureRecord>> = Vec::new();
-                        if !copied {
-                            copied = true;
-                            records.extend(rows.iter().cloned());
+                        // NB: while the spool cannot be written, records
+                        // stay in memory rather than be lost to it.
+                        if !copied && !inner.spool_is_full() {
+                            let (inner, rows) = (inner.clone(), rows.to_vec());
+                            copied = tokio::task::spawn_blocking(move || inner.spool_copy(&rows))
+                                .await
+                                .unwrap_or(false);
                         }
+                        if inner.spool_is_full() {
+                            continue;
+                        }
+                        let mut queued: Vec<Arc<CaptureRecord>> = Vec::new();
+                        let mut weight = 0;
                         while let Ok(q) = rx.try_recv() {
-                            records.push(record_of(inner, q));
+                            weight += q.weight;
+                            queued.push(record_of(inner, q));
                         }
-                        if !records.is_empty() {
-                            let inner = inner.clone();
-                            let _ = tokio::task::spawn_blocking(move || inner.spool_records(&records)).await;
-                        }
-                    }
+                        if !queued.is_empty() {
+                            let job = (inner.clone(), queued.clone());
+                            let on_disk = tokio::task::spawn_blocking(move || job.0.spool_copy(&job.1))
+                                .await
+                                .unwrap_or(false);
+                            if !on_disk {
+                                // Not lost: they wait in the next batch.
+                                *batch_bytes += weight;
+                                batch.extend(queued);
+                            }
+                        }                    }
                 }
             };
             self.spooled_copy = copied;
@@ -393,7 +410,10 @@ impl Pipeline {
                     .inserted
                     .fetch_add(batch.len() as u64, Relaxed);
             }
-            Err(SinkError::BadData(e)) => self.dead_letter(batch, &e).await,
+            // NB: a batch copied to the spool while its insert was slow is
+            // dead-lettered when that copy is replayed, once.
+            Err(SinkError::BadData(e)) if !self.spooled_copy => self.dead_letter(batch, &e).await,
+            Err(SinkError::BadData(_)) => {}
             Err(e) => {
                 if !self.stopping {
                     self.mark_down(&e);
