@@ -296,7 +296,11 @@ impl Pipeline {
     /// a ClickHouse insert (the caller spools the rows; if ClickHouse had
     /// committed them, the replay's duplicates collapse by id); the final
     /// flush gets a short timeout of its own. Local writes always finish.
-    async fn write(&mut self, rows: &[Arc<CaptureRecord>]) -> Result<(), SinkError> {
+    async fn write(
+        &mut self,
+        rows: &[Arc<CaptureRecord>],
+        from_spool: bool,
+    ) -> Result<(), SinkError> {
         let started = Instant::now();
         let limit = if self.stopping {
             self.cfg.insert_timeout.min(FINAL_FLUSH_TIMEOUT)
@@ -345,7 +349,8 @@ impl Pipeline {
                     _ = slow.tick() => {
                         // NB: while the spool cannot be written, records
                         // stay in memory rather than be lost to it.
-                        if !copied && !inner.spool_is_full() {
+                        // NB: rows replayed from the spool are on disk already.
+                        if !copied && !from_spool && !inner.spool_is_full() {
                             let (inner, rows) = (inner.clone(), rows.to_vec());
                             copied = tokio::task::spawn_blocking(move || inner.spool_copy(&rows))
                                 .await
@@ -400,31 +405,34 @@ impl Pipeline {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        if self.is_down() && !self.probe_due() {
-            return self.spool(batch).await;
-        }
-        match self.write(&batch).await {
-            Ok(()) => {
-                self.inner
-                    .metrics
-                    .inserted
-                    .fetch_add(batch.len() as u64, Relaxed);
-            }
-            // NB: a batch copied to the spool while its insert was slow is
-            // dead-lettered when that copy is replayed, once.
-            Err(SinkError::BadData(e)) if !self.spooled_copy => self.dead_letter(batch, &e).await,
-            Err(SinkError::BadData(_)) => {}
-            Err(e) => {
-                if !self.stopping {
-                    self.mark_down(&e);
+        if !self.is_down() || self.probe_due() {
+            match self.write(&batch, false).await {
+                Ok(()) => {
+                    self.inner
+                        .metrics
+                        .inserted
+                        .fetch_add(batch.len() as u64, Relaxed);
+                    return;
                 }
-                // NB: a write slower than the flush interval spooled its
-                // rows already.
-                if !self.spooled_copy {
-                    self.spool(batch).await;
+                // NB: a batch copied to the spool while its insert was slow
+                // is dead-lettered when that copy is replayed, once.
+                Err(SinkError::BadData(e)) if !self.spooled_copy => {
+                    return self.dead_letter(batch, &e).await
+                }
+                Err(SinkError::BadData(_)) => return,
+                Err(e) => {
+                    if !self.stopping {
+                        self.mark_down(&e);
+                    }
+                    // NB: a write slower than the flush interval spooled
+                    // its rows already.
+                    if self.spooled_copy {
+                        return;
+                    }
                 }
             }
         }
+        self.spool(batch).await;
     }
 
     async fn spool(&mut self, batch: Vec<Arc<CaptureRecord>>) {
@@ -502,7 +510,7 @@ impl Pipeline {
                 }
                 records += chunk.len();
                 let chunk = &chunk[..];
-                match self.write(chunk).await {
+                match self.write(chunk, true).await {
                     Ok(()) => {
                         self.inner
                             .metrics
