@@ -182,13 +182,19 @@ def scenario(name, rate, seconds):
         ch = start_ch()
     gw = gateway(work, bport, ch_url, gport, log)
     ids = {rid for rid, _ in answered}
+    # Waits for the replay: until every answered id is stored, or nothing
+    # new arrived for 20 s (what is missing then is lost), 300 s at most.
     stored = set()
     deadline = time.time() + 300
-    while time.time() < deadline:
+    last_growth = time.time()
+    while time.time() < deadline and time.time() - last_growth < 20:
         try:
-            stored = set(query(ch_url, "SELECT DISTINCT request_id FROM osb_faults.exchanges FORMAT TabSeparated").split())
+            now = set(query(ch_url, "SELECT DISTINCT request_id FROM osb_faults.exchanges FORMAT TabSeparated").split())
         except Exception:
-            pass
+            now = stored
+        if len(now) > len(stored):
+            last_growth = time.time()
+        stored = now
         if ids <= stored:
             break
         time.sleep(2)
