@@ -43,19 +43,7 @@ ROOT = load.ROOT
 def clickhouse(work, log):
     chdir = os.path.join(work, "ch")
     os.makedirs(chdir, exist_ok=True)
-    hp, tp = load.free_port(), load.free_port()
-    with open(os.path.join(chdir, "config.xml"), "w") as f:
-        f.write(f"""<?xml version="1.0"?><yandex>
-<logger><level>warning</level><log>{chdir}/server.log</log><errorlog>{chdir}/error.log</errorlog><console>0</console></logger>
-<listen_host>127.0.0.1</listen_host><http_port>{hp}</http_port><tcp_port>{tp}</tcp_port>
-<path>{chdir}/data/</path><tmp_path>{chdir}/tmp/</tmp_path><user_files_path>{chdir}/uf/</user_files_path>
-<format_schema_path>{chdir}/fs/</format_schema_path><users_config>users.xml</users_config>
-<default_profile>default</default_profile><default_database>default</default_database>
-<mark_cache_size>67108864</mark_cache_size></yandex>""")
-    with open(os.path.join(chdir, "users.xml"), "w") as f:
-        f.write("""<?xml version="1.0"?><yandex><profiles><default/></profiles>
-<users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-<quotas><default/></quotas></yandex>""")
+    hp = load.clickhouse_config(chdir)
     binary = "clickhouse-server"
 
     def start():
