@@ -61,22 +61,7 @@ def query(url, sql):
 
 def gateway(work, bport, ch_url, port, log):
     cfg = os.path.join(work, "gateway.toml")
-    with open(os.path.join(work, "registry.toml"), "w") as f:
-        f.write(f"""[[platforms]]
-id = "demo"
-customer = "bench"
-username = "demo"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$/ADXs98dPFiPHGBu/n3V+Q$cqH+ppREMXCH08vUOyLrOMdAxW7J6jNZohc4vnQ08HA"
-[[brokers]]
-id = "bench"
-owner = "bench"
-catalog_refresh = "0s"
-  [brokers.private]
-  endpoint = "http://127.0.0.1:{bport}"
-  username = "broker"
-  password = "broker-secret"
-  development_mode = true
-""")
+    load.write_registry(work, bport)
     with open(cfg, "w") as f:
         f.write(f"""development_mode = true
 data_dir = "{work}/data"

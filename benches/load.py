@@ -127,6 +127,28 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
+def write_registry(work, bport):
+    """The benchmark's registry (platform demo:demo, broker bench at `bport`); its path."""
+    path = os.path.join(work, "registry.toml")
+    with open(path, "w") as f:
+        f.write(f"""[[platforms]]
+id = "demo"
+customer = "bench"
+username = "demo"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$/ADXs98dPFiPHGBu/n3V+Q$cqH+ppREMXCH08vUOyLrOMdAxW7J6jNZohc4vnQ08HA"
+[[brokers]]
+id = "bench"
+owner = "bench"
+catalog_refresh = "0s"
+  [brokers.private]
+  endpoint = "http://127.0.0.1:{bport}"
+  username = "broker"
+  password = "broker-secret"
+  development_mode = true
+""")
+    return path
+
+
 def clickhouse_config(chdir):
     """Writes a clickhouse-server config for `chdir` on free ports; returns the HTTP port."""
     hp, tp = free_port(), free_port()
@@ -246,23 +268,7 @@ def main():
             # NB: newer servers fork a watchdog; count the whole family.
             ch_pids = family_pids(procs[-1].pid)
 
-        registry = os.path.join(work, "registry.toml")
-        with open(registry, "w") as f:
-            f.write(f"""[[platforms]]
-id = "demo"
-customer = "bench"
-username = "demo"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$/ADXs98dPFiPHGBu/n3V+Q$cqH+ppREMXCH08vUOyLrOMdAxW7J6jNZohc4vnQ08HA"
-[[brokers]]
-id = "bench"
-owner = "bench"
-catalog_refresh = "0s"
-  [brokers.private]
-  endpoint = "http://127.0.0.1:{bport}"
-  username = "broker"
-  password = "broker-secret"
-  development_mode = true
-""")
+        registry = write_registry(work, bport)
         urls = {"direct": f"http://127.0.0.1:{bport}"}
         pids = {}
         env = dict(os.environ, TOKIO_WORKER_THREADS="1")
