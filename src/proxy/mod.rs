@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
 use self::auth::Authenticator;
-use self::body::ResponseBody;
+use self::body::{ForwardBody, ResponseBody};
 use self::error::ProxyError;
 use crate::body::TimedBody;
 use crate::capture::body::CaptureBody;
@@ -148,10 +148,7 @@ impl Proxy {
         // NB: `load_full` clones the Arc out of the ArcSwap guard, so no guard
         // is held across an await, and this request keeps its snapshot.
         let table = self.inner.routes.load_full();
-        let mut routing = Routing {
-            stats: Some(self.inner.unrouted.clone()),
-            ..Routing::default()
-        };
+        let mut routing = Routing::default();
         let routed = self.route(&table, &req, target, &mut routing).await;
         match routed {
             Ok((route, offset)) if !(route.deactivated && answers_deactivated(ex.operation)) => {
@@ -160,9 +157,10 @@ impl Proxy {
             refused => {
                 // NB: a refused request is recorded with the headers it came
                 // with; a forwarded one with the headers the broker got.
-                if let Ok((route, _)) = &refused {
-                    routing.stats = Some(route.stats.clone());
-                }
+                routing.stats = Some(match &refused {
+                    Ok((route, _)) => route.stats.clone(),
+                    Err(_) => self.inner.unrouted.clone(),
+                });
                 if ex.capturing() {
                     routing.request_headers = req.headers().clone();
                 }
@@ -213,9 +211,7 @@ impl Proxy {
             .endpoint
             .target(rest)
             .map_err(|e| ProxyError::Internal(format!("cannot build upstream URL: {e}")))?;
-        let mut upstream_url = String::with_capacity(route.endpoint.url().len() + rest.len());
-        upstream_url.push_str(route.endpoint.url());
-        upstream_url.push_str(rest);
+        let upstream_url = route.endpoint.url_for(rest);
         let (mut parts, body) = req.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
@@ -237,7 +233,7 @@ impl Proxy {
         parts.uri = target;
         parts.version = Version::HTTP_11;
         let idle = route.timeouts.idle;
-        let body = CaptureBody::new(TimedBody::new(body, idle), ex.tap(Side::Request));
+        let body: ForwardBody = CaptureBody::new(TimedBody::new(body, idle), ex.tap(Side::Request));
         let upstream_req = Request::from_parts(parts, body.boxed_unsync());
 
         let sent = tokio::time::timeout(route.timeouts.response, route.client.send(upstream_req));

@@ -263,3 +263,20 @@ impl SendError {
         (kind, cause)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_kind_has_its_own_counter_slot_and_label() {
+        for (i, f) in Failure::ALL.iter().enumerate() {
+            assert_eq!(f.index(), i, "{f:?}");
+        }
+        let labels: std::collections::HashSet<_> =
+            Failure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(labels.len(), Failure::ALL.len());
+        let timeouts: Vec<_> = Failure::ALL.iter().filter(|f| f.is_timeout()).collect();
+        assert_eq!(timeouts.len(), 3);
+    }
+}

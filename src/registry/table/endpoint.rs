@@ -68,21 +68,18 @@ impl Endpoint {
         &self.url
     }
 
-    /// The upstream URI for `rest`, the request's path from `/v2` on plus its
-    /// query (`/v2/catalog?x=1`), appended to the base path unchanged.
-    ///
-    /// # Errors
-    /// When the result is not a valid URI (cannot happen for paths hyper accepted).
-    pub fn join(&self, rest: &str) -> Result<Uri, http::Error> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(self.path_and_query(rest)?)
-            .build()
+    /// The absolute upstream URL for `rest`, the request's path from `/v2`
+    /// on plus its query (`/v2/catalog?x=1`), appended to the base path
+    /// unchanged: what records and logs show.
+    pub fn url_for(&self, rest: &str) -> String {
+        let mut url = String::with_capacity(self.url.len() + rest.len());
+        url.push_str(&self.url);
+        url.push_str(rest);
+        url
     }
 
-    /// The origin-form request target (`/base/v2/...?query`) for `rest`,
-    /// as [`Endpoint::join`] but without scheme and host.
+    /// The origin-form request target (`/base/v2/...?query`) for `rest`:
+    /// what the pool sends, [`Endpoint::url_for`] without scheme and host.
     ///
     /// # Errors
     /// When the result is not a valid request target.
