@@ -22,20 +22,19 @@ struct GatewayProcess {
 
 impl GatewayProcess {
     async fn start(dir: &std::path::Path) -> GatewayProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // NB: the gateway binds port 0 and its log says which port it got:
+        // a port picked here and released could be taken meanwhile.
         let cfg = std::fs::read_to_string(dir.join("gateway.template.toml"))
             .unwrap()
-            .replace("{PORT}", &port.to_string());
+            .replace("{PORT}", "0");
         std::fs::write(dir.join("gateway.toml"), cfg).unwrap();
+        let log_path = dir.join("gateway.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("gateway.log"))
+            .open(&log_path)
             .unwrap();
+        let seen = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0) as usize;
         let child = Command::new(env!("CARGO_BIN_EXE_osb-gateway"))
             .args(["serve", "--config"])
             .arg(dir.join("gateway.toml"))
@@ -45,18 +44,27 @@ impl GatewayProcess {
             .stderr(log)
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}/");
+        let port = std::cell::Cell::new(0u16);
         eventually(30, "the gateway listens", || {
-            let url = url.clone();
-            async move {
-                client::plain()
-                    .request(Request::get(url).body(client::empty()).unwrap())
-                    .await
-                    .is_ok()
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let found = text.get(seen..).and_then(|new| {
+                let at = new.find("osb-gateway listening addr=127.0.0.1:")? + 37;
+                new[at..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+            if let Some(p) = found {
+                port.set(p);
             }
+            async move { found.is_some() }
         })
         .await;
-        GatewayProcess { child, port }
+        GatewayProcess {
+            child,
+            port: port.get(),
+        }
     }
 
     fn kill9(mut self) {
