@@ -1239,19 +1239,54 @@ async fn a_flipped_bit_in_the_local_store_costs_at_most_the_record_it_hit() {
     assert!(regions >= 2, "counted: {regions}");
 }
 
+/// How ClickHouse fails while the disk under the spool is full.
+#[derive(Clone, Copy, PartialEq)]
+enum StoreFault {
+    /// Killed: connections are refused, every insert fails at once.
+    Refused,
+    /// SIGSTOPped: connections are accepted and never answered, every
+    /// insert runs into `insert_timeout`, far slower than the flush
+    /// interval (so the crash bound's spool copies meet the full disk).
+    Hung,
+}
+
 #[tokio::test]
 async fn a_full_disk_under_the_spool_is_survived_and_counted_exactly() {
+    full_disk_under_the_spool(StoreFault::Refused, "1s").await;
+}
+
+#[tokio::test]
+async fn a_full_disk_while_inserts_hang_is_counted_exactly() {
+    full_disk_under_the_spool(StoreFault::Hung, "100ms").await;
+}
+
+/// Stages a full disk under the spool while ClickHouse fails as `fault`
+/// says, then brings ClickHouse back: no torn frame is left, records reach
+/// the store at once although its backoff runs, and what is stored in the
+/// end is exactly what was captured less `dropped_total`.
+async fn full_disk_under_the_spool(fault: StoreFault, flush_interval: &str) {
     let Some(disk) = support::Tmpfs::mount(256 * 1024) else {
         eprintln!("SKIPPED a_full_disk_under_the_spool: mounting a tmpfs needs root");
         return;
     };
     let mut ch = ClickHouse::start().await;
-    ch.stop(); // connections refused: every batch goes to the spool
+    // NB: the table exists before the fault, as it would in production, so
+    // that the hung case hangs inserts and not the gateway's start.
+    ch.query("CREATE DATABASE osb_test").await;
+    ch.query(&osb_gateway::store::clickhouse::schema::create_table_sql(
+        "osb_test",
+        "exchanges",
+    ))
+    .await;
+    match fault {
+        StoreFault::Refused => ch.stop(),
+        StoreFault::Hung => ch.signal("STOP"),
+    }
     let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
     // NB: a backoff far longer than the test: only the full-spool probe can
     // send records to the store once it is back.
     let tables = format!(
-        "\n[capture]\nflush_interval = \"1s\"\nretry_initial_backoff = \"60s\"\nretry_max_backoff = \"60s\"\ninsert_timeout = \"3s\"\n\
+        "\n[capture]\nflush_interval = \"{flush_interval}\"\nretry_initial_backoff = \"60s\"\nretry_max_backoff = \"60s\"\ninsert_timeout = \"2s\"\n\
          [capture.clickhouse]\nurl = \"{}\"\ndatabase = \"osb_test\"\ntable = \"exchanges\"\n",
         ch.url()
     );
@@ -1270,25 +1305,38 @@ async fn a_full_disk_under_the_spool_is_survived_and_counted_exactly() {
     let mut sent = load(url.clone(), 600, 8, done.clone()).await;
     let m = gw.handle.as_ref().unwrap().capture.metrics();
     let m2 = m.clone();
-    eventually(20, "every record spooled or dropped", || {
+    // NB: with hung inserts a record may be in memory (behind the insert)
+    // for up to insert_timeout before it is spooled or dropped; the spool
+    // fills up either way.
+    eventually(30, "the disk fills up", || {
         let m = m2.clone();
-        async move {
-            let c = osb_gateway::capture::load(&m.captured);
-            c >= 600
-                && osb_gateway::capture::load(&m.spooled) + osb_gateway::capture::load(&m.dropped)
-                    == c
-        }
+        async move { osb_gateway::capture::load(&m.dropped) > 0 }
     })
     .await;
-    let dropped = osb_gateway::capture::load(&m.dropped);
-    assert!(dropped > 0, "the disk filled up");
+    if fault == StoreFault::Refused {
+        let m2 = m.clone();
+        eventually(20, "every record spooled or dropped", || {
+            let m = m2.clone();
+            async move {
+                let c = osb_gateway::capture::load(&m.captured);
+                c >= 600
+                    && osb_gateway::capture::load(&m.spooled)
+                        + osb_gateway::capture::load(&m.dropped)
+                        == c
+            }
+        })
+        .await;
+    }
     // No torn frame: every spool segment reads whole.
     for seg in local::files(&disk.path().join("data/spool")).unwrap() {
         let r = osb_gateway::store::segments::read(&seg).unwrap();
         assert!(r.corrupt.is_empty(), "{}: {:?}", seg.display(), r.corrupt);
     }
     // The store comes back: records go to it at once, though the backoff runs.
-    ch.restart().await;
+    match fault {
+        StoreFault::Refused => ch.restart().await,
+        StoreFault::Hung => ch.signal("CONT"),
+    }
     let more: Vec<String> = (0..50).map(|i| format!("after-{i}")).collect();
     for rid in &more {
         assert_eq!(
@@ -1317,17 +1365,39 @@ async fn a_full_disk_under_the_spool_is_survived_and_counted_exactly() {
             .is_some_and(|n| n > 0)
     })
     .await;
-    gw.shutdown().await;
-    // Every record not dropped is stored (the spool replays); the dropped
-    // count is exactly what is missing.
+    // Every record not dropped is stored (the spool replays while the
+    // gateway runs); the dropped count is exactly what is missing.
     let captured = osb_gateway::capture::load(&m.captured);
-    eventually(60, "the spool replayed", || async move {
-        ch_ref
+    let dropped = osb_gateway::capture::load(&m.dropped);
+    eprintln!(
+        "full disk, {}: captured {captured}, dropped {dropped}, spooled {}, inserted {}",
+        if fault == StoreFault::Hung {
+            "hung"
+        } else {
+            "refused"
+        },
+        osb_gateway::capture::load(&m.spooled),
+        osb_gateway::capture::load(&m.inserted),
+    );
+    assert!(dropped > 0 && dropped < captured, "{dropped} of {captured}");
+    let mut stored = None;
+    for _ in 0..600 {
+        stored = ch
             .try_number("SELECT count() FROM osb_test.exchanges FINAL")
-            .await
-            == Some(captured - dropped)
-    })
-    .await;
+            .await;
+        if stored == Some(captured - dropped) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.shutdown().await;
+    assert_eq!(osb_gateway::capture::load(&m.captured), captured);
+    assert_eq!(osb_gateway::capture::load(&m.dropped), dropped);
+    assert_eq!(
+        stored,
+        Some(captured - dropped),
+        "stored = captured - dropped"
+    );
     drop(disk);
 }
 

@@ -328,16 +328,17 @@ impl TxInner {
 
     /// Appends a copy of records that are also still in memory (a batch
     /// whose insert is slow); a failure loses nothing, so counts nothing.
-    /// Whether the copy is on disk.
-    fn spool_copy(&self, records: &[Arc<CaptureRecord>]) -> bool {
+    /// How many of them, from the first, are on disk.
+    fn spool_copy(&self, records: &[Arc<CaptureRecord>]) -> usize {
         self.append_spool(records, false)
     }
 
-    fn append_spool(&self, records: &[Arc<CaptureRecord>], lost_on_failure: bool) -> bool {
+    /// Appends `records` in order; returns how many, from the first, are
+    /// on disk (the rest are dropped and counted if `lost_on_failure`).
+    fn append_spool(&self, records: &[Arc<CaptureRecord>], lost_on_failure: bool) -> usize {
         let Some(spool) = &self.spool else {
-            return false;
+            return 0;
         };
-        let n = records.len() as u64;
         let payloads: Vec<Vec<u8>> = records
             .iter()
             .map(|r| serde_json::to_vec(&**r).expect("records serialize"))
@@ -347,34 +348,48 @@ impl TxInner {
         const SEGMENT_BYTES: u64 = 16 << 20;
         // NB: an append is all or nothing (segments::Segments::append), so
         // a failed one lost exactly its records, and a failed seal after a
-        // good append lost none: the records are on disk.
-        let result = {
+        // good append lost none: the records are on disk. Appends go in
+        // chunks of about APPEND_CHUNK bytes, so a disk with room for half
+        // a batch keeps that half (one append of a whole 1 s batch of
+        // catalog records was refused whole by a tmpfs with 256 KiB left).
+        const APPEND_CHUNK: usize = 64 << 10;
+        let mut written = 0usize;
+        let mut failure = None;
+        {
             let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-            let appended = spool.append(payloads.iter().map(Vec::as_slice));
-            if let (Ok(_), Some((_, bytes, _))) = (&appended, spool.open_segment()) {
+            while written < payloads.len() {
+                let mut end = written;
+                let mut bytes = 0;
+                while end < payloads.len() && (end == written || bytes < APPEND_CHUNK) {
+                    bytes += payloads[end].len();
+                    end += 1;
+                }
+                if let Err(e) = spool.append(payloads[written..end].iter().map(Vec::as_slice)) {
+                    failure = Some(e);
+                    break;
+                }
+                written = end;
+            }
+            if let Some((_, bytes, _)) = spool.open_segment() {
                 if bytes >= SEGMENT_BYTES {
                     if let Err(e) = spool.seal() {
                         tracing::warn!(error = %e, "cannot seal a spool segment; its records are kept");
                     }
                 }
             }
-            appended
-        };
-        match result {
-            Ok(_) => {
-                self.metrics.spooled.fetch_add(n, Relaxed);
-                true
-            }
-            Err(e) => {
-                if lost_on_failure {
-                    self.metrics.dropped.fetch_add(n, Relaxed);
-                }
-                if !self.spool_full.swap(true, Relaxed) {
-                    tracing::error!(error = %e, records = n, "cannot write the capture spool: records are being lost (see osb_gateway_capture_dropped_total); the store is probed every 250 ms meanwhile");
-                }
-                false
-            }
         }
+        self.metrics.spooled.fetch_add(written as u64, Relaxed);
+        let Some(e) = failure else {
+            return written;
+        };
+        let lost = (payloads.len() - written) as u64;
+        if lost_on_failure {
+            self.metrics.dropped.fetch_add(lost, Relaxed);
+        }
+        if !self.spool_full.swap(true, Relaxed) {
+            tracing::error!(error = %e, records = lost, "cannot write the capture spool: records are being lost (see osb_gateway_capture_dropped_total); the store is probed every 250 ms meanwhile");
+        }
+        written
     }
 
     /// Whether a spool append failed since the store last answered.

@@ -84,8 +84,9 @@ pub(super) struct Pipeline {
     down_until: Option<Instant>,
     /// When the store was last tried while the spool was full.
     last_probe: Option<Instant>,
-    /// The last write was slow enough that its rows were also spooled.
-    spooled_copy: bool,
+    /// How many of the last write's rows, from the first, were also
+    /// spooled because the write was slow.
+    spooled_copy: usize,
     /// Spool segments the previous process left, not yet replayed, and the
     /// records replayed from them so far.
     inherited: (std::collections::HashSet<u64>, usize),
@@ -150,7 +151,7 @@ impl Pipeline {
             backoff: cfg.retry_initial_backoff,
             down_until: None,
             last_probe: None,
-            spooled_copy: false,
+            spooled_copy: 0,
             inherited,
             stop,
             stopping: false,
@@ -319,7 +320,7 @@ impl Pipeline {
         // happens here; abandoning it and spooling the rows would store them
         // twice (the local store, unlike ClickHouse, does not collapse
         // duplicates). So it is awaited to its end: it is bounded by the disk.
-        self.spooled_copy = false;
+        self.spooled_copy = 0;
         let attempt = if matches!(self.sink, Sink::Local(_)) {
             Some(Ok(self.sink.write(rows).await))
         } else {
@@ -341,7 +342,9 @@ impl Pipeline {
             // succeeds after all, the spooled copy's replay collapses by id.
             let mut slow =
                 tokio::time::interval_at(Instant::now() + cfg.flush_interval, cfg.flush_interval);
-            let mut copied = false;
+            // NB: a copy that met a full disk keeps the rows it wrote
+            // (a prefix); the rest stay in memory only.
+            let mut copied = 0;
             let r = loop {
                 tokio::select! {
                     r = &mut insert => break Some(r),
@@ -350,11 +353,11 @@ impl Pipeline {
                         // NB: while the spool cannot be written, records
                         // stay in memory rather than be lost to it.
                         // NB: rows replayed from the spool are on disk already.
-                        if !copied && !from_spool && !inner.spool_is_full() {
-                            let (inner, rows) = (inner.clone(), rows.to_vec());
-                            copied = tokio::task::spawn_blocking(move || inner.spool_copy(&rows))
+                        if copied < rows.len() && !from_spool && !inner.spool_is_full() {
+                            let (inner, rest) = (inner.clone(), rows[copied..].to_vec());
+                            copied += tokio::task::spawn_blocking(move || inner.spool_copy(&rest))
                                 .await
-                                .unwrap_or(false);
+                                .unwrap_or(0);
                         }
                         if inner.spool_is_full() {
                             continue;
@@ -369,13 +372,15 @@ impl Pipeline {
                             let job = (inner.clone(), queued.clone());
                             let on_disk = tokio::task::spawn_blocking(move || job.0.spool_copy(&job.1))
                                 .await
-                                .unwrap_or(false);
-                            if !on_disk {
-                                // Not lost: they wait in the next batch.
+                                .unwrap_or(0);
+                            if on_disk < queued.len() {
+                                // Not lost: they wait in the next batch (the
+                                // weight is an estimate once some are on disk).
                                 *batch_bytes += weight;
-                                batch.extend(queued);
+                                batch.extend(queued.into_iter().skip(on_disk));
                             }
-                        }                    }
+                        }
+                    }
                 }
             };
             self.spooled_copy = copied;
@@ -403,7 +408,7 @@ impl Pipeline {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         if !self.is_down() || self.probe_due() {
             match self.write(&batch, false).await {
@@ -414,19 +419,23 @@ impl Pipeline {
                         .fetch_add(batch.len() as u64, Relaxed);
                     return;
                 }
-                // NB: a batch copied to the spool while its insert was slow
-                // is dead-lettered when that copy is replayed, once.
-                Err(SinkError::BadData(e)) if !self.spooled_copy => {
-                    return self.dead_letter(batch, &e).await
+                // NB: rows copied to the spool while their insert was slow
+                // are dead-lettered when that copy is replayed, once.
+                Err(SinkError::BadData(e)) => {
+                    let rest = batch.split_off(self.spooled_copy.min(batch.len()));
+                    if !rest.is_empty() {
+                        self.dead_letter(rest, &e).await;
+                    }
+                    return;
                 }
-                Err(SinkError::BadData(_)) => return,
                 Err(e) => {
                     if !self.stopping {
                         self.mark_down(&e);
                     }
                     // NB: a write slower than the flush interval spooled
-                    // its rows already.
-                    if self.spooled_copy {
+                    // (some of) its rows already.
+                    batch = batch.split_off(self.spooled_copy.min(batch.len()));
+                    if batch.is_empty() {
                         return;
                     }
                 }
@@ -501,8 +510,15 @@ impl Pipeline {
                 while chunk.len() < self.cfg.batch_max_rows && bytes < self.cfg.batch_max_bytes {
                     let Some(p) = payloads.next() else { break };
                     bytes += p.len();
-                    if let Ok(r) = serde_json::from_slice::<CaptureRecord>(p) {
-                        chunk.push(Arc::new(r));
+                    match serde_json::from_slice::<CaptureRecord>(p) {
+                        Ok(r) => chunk.push(Arc::new(r)),
+                        // NB: the frame's checksum held, so this is no torn
+                        // write: a record this version cannot read. Lost,
+                        // and counted as such.
+                        Err(e) => {
+                            self.inner.metrics.dropped.fetch_add(1, Relaxed);
+                            tracing::error!(segment = %seg.path.display(), error = %e, "a spooled record does not parse: dropped");
+                        }
                     }
                 }
                 if chunk.is_empty() {
