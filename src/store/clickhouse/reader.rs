@@ -117,8 +117,13 @@ impl ClickHouseReader {
             sql.and("status >= ?", Bind::U(st.min));
             sql.and("status <= ?", Bind::U(st.max));
         }
-        if let Some(bs) = brokers_in {
-            sql.and("has(?, broker)", Bind::L(bs.clone()));
+        match brokers_in {
+            // NB: an empty scope (an owner with no broker) matches nothing;
+            // bound as `[]` it is an Array(Nothing), which 18.16's `has`
+            // refuses (code 43), so it is spelled out.
+            Some(bs) if bs.is_empty() => sql.text.push_str(" AND 0 = 1"),
+            Some(bs) => sql.and("has(?, broker)", Bind::L(bs.clone())),
+            None => {}
         }
         sql
     }

@@ -121,6 +121,50 @@ pub fn migration_sql(
     out
 }
 
+/// What one statement of [`upgrade_sql`] changes (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A column the table lacked.
+    AddColumn(&'static str),
+    /// The retention TTL, in days.
+    Ttl(u32),
+}
+
+/// Every statement that creates the schema where it is missing, for any
+/// server version: the database and the table (base schema).
+pub fn create_sql(database: &str, table: &str) -> Vec<String> {
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        create_table_sql(database, table),
+    ]
+}
+
+/// The statements that bring an existing table with `existing` columns to
+/// what this gateway writes on a server of `version`: missing columns
+/// ([`migration_sql`]), then the retention TTL where the server has TTLs
+/// ([`supports_ttl`]). With [`create_sql`], this is all the DDL the writer
+/// sends (the compatibility test runs both on 18.16 and on a current
+/// engine).
+pub fn upgrade_sql(
+    version: (u32, u32),
+    database: &str,
+    table: &str,
+    existing: &[String],
+    retention_days: Option<u32>,
+) -> Vec<(Change, String)> {
+    let mut out: Vec<(Change, String)> = migration_sql(database, table, existing)
+        .into_iter()
+        .map(|(c, sql)| (Change::AddColumn(c), sql))
+        .collect();
+    if let Some(days) = retention_days.filter(|_| supports_ttl(version)) {
+        out.push((
+            Change::Ttl(days),
+            format!("ALTER TABLE {database}.{table} MODIFY TTL received_at + INTERVAL {days} DAY"),
+        ));
+    }
+    out
+}
+
 /// `(major, minor)` of a `SELECT version()` answer (`18.16.1`, `24.8.4.13`).
 pub fn parse_version(v: &str) -> (u32, u32) {
     let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -343,6 +387,20 @@ mod tests {
                 "ALTER TABLE db.t ADD COLUMN error String AFTER outcome",
             ]
         );
+    }
+
+    #[test]
+    fn the_ttl_is_sent_only_to_servers_that_have_it() {
+        let all: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
+        assert!(upgrade_sql((18, 16), "db", "t", &all, Some(30)).is_empty());
+        assert_eq!(
+            upgrade_sql((26, 9), "db", "t", &all, Some(30)),
+            [(
+                Change::Ttl(30),
+                "ALTER TABLE db.t MODIFY TTL received_at + INTERVAL 30 DAY".to_string()
+            )]
+        );
+        assert!(upgrade_sql((26, 9), "db", "t", &all, None).is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clickhouse::Client;
 
-use super::schema::{create_table_sql, migration_sql, parse_version, supports_ttl, ExchangeRow};
+use super::schema::{create_sql, parse_version, upgrade_sql, Change, ExchangeRow};
 use super::{classify, exception_code, MISSING_SCHEMA_CODES, SCHEMA_BEHIND_CODES};
 use crate::config::ClickHouseConfig;
 use crate::store::{CaptureRecord, SinkError};
@@ -48,16 +48,15 @@ impl ClickHouseWriter {
     /// # Errors
     /// As for inserts.
     pub async fn ensure_schema(&mut self) -> Result<(), SinkError> {
-        self.client
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
-            .execute()
+        let version: String = self
+            .client
+            .query("SELECT version()")
+            .fetch_one()
             .await
             .map_err(classify)?;
-        self.client
-            .query(&create_table_sql(&self.database, &self.table))
-            .execute()
-            .await
-            .map_err(classify)?;
+        for sql in create_sql(&self.database, &self.table) {
+            self.client.query(&sql).execute().await.map_err(classify)?;
+        }
         // NB: a table made by an older gateway lacks the columns added
         // since; 18.16 and current releases both have ADD COLUMN.
         let existing: Vec<String> = self
@@ -68,34 +67,31 @@ impl ClickHouseWriter {
             .fetch_all()
             .await
             .map_err(classify)?;
-        for (column, sql) in migration_sql(&self.database, &self.table, &existing) {
+        let table = self.qualified_table();
+        let plan = upgrade_sql(
+            parse_version(&version),
+            &self.database,
+            &self.table,
+            &existing,
+            self.retention_days,
+        );
+        let mut ttl = false;
+        for (change, sql) in plan {
             self.client.query(&sql).execute().await.map_err(classify)?;
-            tracing::info!(table = %self.qualified_table(), column, "ClickHouse capture table migrated: column added");
-        }
-        let version: String = self
-            .client
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(classify)?;
-        match self.retention_days {
-            Some(days) if supports_ttl(parse_version(&version)) => {
-                self.client
-                    .query(&format!(
-                        "ALTER TABLE {} MODIFY TTL received_at + INTERVAL {days} DAY",
-                        self.qualified_table()
-                    ))
-                    .execute()
-                    .await
-                    .map_err(classify)?;
-                tracing::info!(%version, days, table = %self.qualified_table(), "ClickHouse retention TTL applied");
+            match change {
+                Change::AddColumn(column) => {
+                    tracing::info!(%table, column, "ClickHouse capture table migrated: column added")
+                }
+                Change::Ttl(days) => {
+                    ttl = true;
+                    tracing::info!(%version, days, %table, "ClickHouse retention TTL applied")
+                }
             }
-            Some(days) => {
-                tracing::warn!(%version, days, "ClickHouse {version} has no TTL (needs 19.6+): retention is not enforced by the server")
-            }
-            None => {}
         }
-        tracing::info!(%version, table = %self.qualified_table(), "ClickHouse capture table ready");
+        if let (Some(days), false) = (self.retention_days, ttl) {
+            tracing::warn!(%version, days, "ClickHouse {version} has no TTL (needs 19.6+): retention is not enforced by the server");
+        }
+        tracing::info!(%version, %table, "ClickHouse capture table ready");
         self.schema_ready = true;
         Ok(())
     }

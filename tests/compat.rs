@@ -1,0 +1,544 @@
+//! ClickHouse of 2018 and of today: the gateway's own schema code, writer
+//! and reader (unchanged Rust code) run against Debian's ClickHouse 18.16
+//! (a real server) and against the current engine (ClickHouse 26.x as chDB,
+//! behind `tests/chdb_server.py`), and every answer the store layer can
+//! give must be the same on both, and the same as the records written.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use osb_gateway::capture::CaptureRecord;
+use osb_gateway::config::ClickHouseConfig;
+use osb_gateway::store::clickhouse::schema::{self, COLUMNS};
+use osb_gateway::store::clickhouse::{ClickHouseReader, ClickHouseWriter};
+use osb_gateway::store::query::{Cursor, Filter, Order, Search, StatusExpr, Summary};
+use osb_gateway::store::LogStore;
+use std::sync::Arc;
+use support::chdb::Chdb;
+use support::clickhouse::ClickHouse;
+use uuid::Uuid;
+
+/// 2026-10-31 23:50:00 UTC: the records span a month boundary, so two
+/// partitions.
+const BASE_US: i64 = 1_793_490_600_000_000;
+
+fn cfg(url: &str, table: &str) -> ClickHouseConfig {
+    ClickHouseConfig {
+        url: url.to_string(),
+        database: "osb_compat".into(),
+        table: table.into(),
+        user: "default".into(),
+        password: None,
+        // NB: long enough that no record here is expired by a merge on
+        // the engine that has TTLs.
+        retention_days: Some(3650),
+    }
+}
+
+/// Records with every field set and every search criterion spread: three
+/// brokers, three locations, two platforms, each operation, statuses from
+/// 200 to 504, states of polls, text with tabs, newlines, quotes and
+/// non-ASCII, and pairs that share their microsecond (cursor ties).
+fn records() -> Vec<CaptureRecord> {
+    let ops = [
+        "FETCH_CATALOG",
+        "PROVISION_INSTANCE",
+        "POLL_INSTANCE_LAST_OPERATION",
+        "UPDATE_INSTANCE",
+        "BIND",
+        "UNBIND",
+        "DEPROVISION_INSTANCE",
+        "FETCH_INSTANCE",
+        "OTHER",
+    ];
+    let statuses = [200, 201, 202, 400, 403, 404, 410, 422, 500, 502, 504];
+    let states = ["", "in progress", "failed", "succeeded"];
+    (0..160u32)
+        .map(|i| {
+            let op = ops[i as usize % ops.len()];
+            let status = statuses[i as usize % statuses.len()];
+            let mut r = CaptureRecord {
+                id: Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0000 + (i as u128) * 7919),
+                // NB: i and i+1 share a microsecond for even i.
+                received_at_us: BASE_US + (i as i64 / 2) * 7_000_003,
+                duration_us: 1000 + i as u64,
+                ttfb_us: 500 + i as u64,
+                gateway: "gw-1".into(),
+                platform: ["cf-eu", "k8s-us"][i as usize % 2].into(),
+                location: ["eu", "us", "global"][i as usize % 3].into(),
+                broker: ["pg", "redis", "mq"][i as usize % 3].into(),
+                upstream_url: format!("https://broker.example/v2/x/{i}"),
+                method: "PUT".into(),
+                path: format!("/v2/service_instances/i-{}", i % 17),
+                query: if i % 4 == 0 {
+                    "accepts_incomplete=true".into()
+                } else {
+                    String::new()
+                },
+                operation: op.into(),
+                service_id: "svc-1".into(),
+                plan_id: ["small", "large", "größer"][i as usize % 3].into(),
+                service_name: "PostgreSQL".into(),
+                plan_name: ["Small", "Large", "Größer \"XL\""][i as usize % 3].into(),
+                instance_id: if op == "FETCH_CATALOG" {
+                    String::new()
+                } else {
+                    format!("i-{}", i % 17)
+                },
+                binding_id: if op == "BIND" || op == "UNBIND" {
+                    format!("b-{i}")
+                } else {
+                    String::new()
+                },
+                accepts_incomplete: i % 4 == 0,
+                broker_operation: if status == 202 {
+                    format!("op-{i}")
+                } else {
+                    String::new()
+                },
+                state: states[i as usize % states.len()].into(),
+                description: format!("line one\n\tline two 'quoted' \u{2603} {i}"),
+                api_version: "2.17".into(),
+                originating_platform: "cloudfoundry".into(),
+                originating_user: format!("{{\"user_id\":\"u-{i}\"}}"),
+                request_id: format!("req-{i}"),
+                status,
+                outcome: match status {
+                    502 | 504 => "gateway_error",
+                    s if s >= 400 => "broker_error",
+                    _ => "ok",
+                }
+                .into(),
+                error: if status >= 502 {
+                    "upstream timed out".into()
+                } else {
+                    String::new()
+                },
+                request_headers: vec![
+                    ("x-broker-api-version".into(), "2.17".into()),
+                    ("authorization".into(), "[redacted]".into()),
+                ],
+                response_headers: if i % 5 == 0 {
+                    Vec::new()
+                } else {
+                    vec![(
+                        "content-type".into(),
+                        "application/json; charset=ütf-8".into(),
+                    )]
+                },
+                request_body: format!("{{\"plan_id\":\"p\",\"n\":{i}}}"),
+                request_body_size: 20,
+                request_body_truncated: i % 9 == 0,
+                response_body: if i % 3 == 0 {
+                    String::new()
+                } else {
+                    "{\"credentials\":\"[redacted]\"}".into()
+                },
+                response_body_size: 28,
+                response_body_truncated: false,
+            };
+            if r.broker == "mq" && i > 100 {
+                r.location = "ap".into();
+            }
+            r
+        })
+        .collect()
+}
+
+/// Writes `rows` through the gateway's writer (its DDL, its RowBinary
+/// encoder), with a replayed duplicate of the first 20, as a spool replay
+/// would cause.
+async fn write(cfg: &ClickHouseConfig, rows: &[CaptureRecord]) {
+    let mut w = ClickHouseWriter::new(cfg);
+    let rows: Vec<Arc<CaptureRecord>> = rows.iter().cloned().map(Arc::new).collect();
+    for chunk in rows.chunks(50) {
+        w.insert(chunk).await.expect("insert");
+    }
+    w.insert(&rows[..20]).await.expect("replayed insert");
+}
+
+/// Every page of `filter` in `order`, `limit` at a time, through cursors.
+async fn all_pages(store: &LogStore, filter: &Filter, order: Order, limit: usize) -> Vec<Summary> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    for _ in 0..1000 {
+        let page = store
+            .search(&Search {
+                filter: filter.clone(),
+                order,
+                limit,
+                cursor: cursor.clone(),
+            })
+            .await
+            .expect("search");
+        out.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(Cursor::decode(&next).unwrap()),
+            None => return out,
+        }
+    }
+    panic!("more than 1000 pages");
+}
+
+/// Each criterion alone, then combined.
+fn filters() -> Vec<(&'static str, Filter)> {
+    let at = |n: i64| BASE_US + n * 7_000_003;
+    let status = |s: &str| Some(StatusExpr::parse(s).unwrap());
+    let f = Filter::default;
+    vec![
+        ("everything", f()),
+        (
+            "before",
+            Filter {
+                before_us: Some(at(40)),
+                ..f()
+            },
+        ),
+        (
+            "before, on a tie",
+            Filter {
+                before_us: Some(at(40) - 1),
+                ..f()
+            },
+        ),
+        (
+            "after",
+            Filter {
+                after_us: Some(at(60)),
+                ..f()
+            },
+        ),
+        (
+            "broker",
+            Filter {
+                broker: Some("redis".into()),
+                ..f()
+            },
+        ),
+        (
+            "location",
+            Filter {
+                location: Some("ap".into()),
+                ..f()
+            },
+        ),
+        (
+            "platform",
+            Filter {
+                platform: Some("k8s-us".into()),
+                ..f()
+            },
+        ),
+        (
+            "operation",
+            Filter {
+                operation: Some("BIND".into()),
+                ..f()
+            },
+        ),
+        (
+            "status exact",
+            Filter {
+                status: status("403"),
+                ..f()
+            },
+        ),
+        (
+            "status >399",
+            Filter {
+                status: status(">399"),
+                ..f()
+            },
+        ),
+        (
+            "status 4xx",
+            Filter {
+                status: status("4xx"),
+                ..f()
+            },
+        ),
+        (
+            "status range",
+            Filter {
+                status: status("201-410"),
+                ..f()
+            },
+        ),
+        (
+            "plan, non-ASCII",
+            Filter {
+                plan_id: Some("größer".into()),
+                ..f()
+            },
+        ),
+        (
+            "instance",
+            Filter {
+                instance_id: Some("i-3".into()),
+                ..f()
+            },
+        ),
+        (
+            "request id",
+            Filter {
+                request_id: Some("req-77".into()),
+                ..f()
+            },
+        ),
+        (
+            "outcome",
+            Filter {
+                outcome: Some("gateway_error".into()),
+                ..f()
+            },
+        ),
+        (
+            "an owner's brokers",
+            Filter {
+                brokers_in: Some(vec!["pg".into(), "mq".into()]),
+                ..f()
+            },
+        ),
+        (
+            "no broker in scope",
+            Filter {
+                brokers_in: Some(Vec::new()),
+                ..f()
+            },
+        ),
+        (
+            "nothing matches",
+            Filter {
+                broker: Some("nope".into()),
+                ..f()
+            },
+        ),
+        (
+            "combined",
+            Filter {
+                before_us: Some(at(70)),
+                after_us: Some(at(10)),
+                broker: Some("pg".into()),
+                status: status(">=200"),
+                brokers_in: Some(vec!["pg".into()]),
+                ..f()
+            },
+        ),
+        (
+            "combined, injection-shaped",
+            Filter {
+                instance_id: Some("i-1' OR '1'='1".into()),
+                platform: Some("cf-eu\\".into()),
+                ..f()
+            },
+        ),
+    ]
+}
+
+/// What a search must find: the written records `filter` matches, newest
+/// (or oldest) first, ties broken by id.
+fn expected(rows: &[CaptureRecord], filter: &Filter, order: Order) -> Vec<Uuid> {
+    let mut hits: Vec<&CaptureRecord> = rows.iter().filter(|r| filter.matches(r)).collect();
+    hits.sort_by_key(|r| (r.received_at_us, r.id));
+    if order == Order::NewestFirst {
+        hits.reverse();
+    }
+    hits.iter().map(|r| r.id).collect()
+}
+
+/// Runs every query the store layer builds on both stores; each answer
+/// must equal the other engine's and what was written.
+async fn assert_same_answers(old: &LogStore, new: &LogStore, rows: &[CaptureRecord]) {
+    for (what, filter) in filters() {
+        for order in [Order::NewestFirst, Order::OldestFirst] {
+            for limit in [7, 1000] {
+                let a = all_pages(old, &filter, order, limit).await;
+                let b = all_pages(new, &filter, order, limit).await;
+                assert_eq!(
+                    a, b,
+                    "{what}, {order:?}, {limit} a page: 18.16 and today differ"
+                );
+                let ids: Vec<Uuid> = a.iter().map(|s| s.id).collect();
+                assert_eq!(
+                    ids,
+                    expected(rows, &filter, order),
+                    "{what}, {order:?}, {limit} a page"
+                );
+            }
+        }
+    }
+    // Show: every field read back as written, on both.
+    for r in rows.iter().step_by(13) {
+        let a = old.get(r.id, None).await.unwrap();
+        let b = new.get(r.id, None).await.unwrap();
+        assert_eq!(a.as_ref(), Some(r), "show on 18.16");
+        assert_eq!(b.as_ref(), Some(r), "show on today's engine");
+        assert_eq!(
+            new.get(r.id, Some(vec!["elsewhere".into()])).await.unwrap(),
+            None
+        );
+    }
+    assert_eq!(new.get(Uuid::from_u128(42), None).await.unwrap(), None);
+    // Failed and stuck instances, for everyone, one broker, one scope.
+    let now = BASE_US + 400 * 7_000_003;
+    for (broker, scope) in [
+        (None, None),
+        (Some("pg".to_string()), None),
+        (None, Some(vec!["redis".to_string(), "mq".to_string()])),
+    ] {
+        for stuck_after in [1_000_000, 3_600_000_000] {
+            let mut a = old
+                .instance_problems(broker.clone(), scope.clone(), now, stuck_after)
+                .await
+                .unwrap();
+            let mut b = new
+                .instance_problems(broker.clone(), scope.clone(), now, stuck_after)
+                .await
+                .unwrap();
+            let key = |p: &osb_gateway::store::query::InstanceProblem| {
+                (p.broker.clone(), p.instance_id.clone(), p.problem.clone())
+            };
+            a.sort_by_key(key);
+            b.sort_by_key(key);
+            assert!(
+                !a.is_empty() || broker.is_some(),
+                "the records make problems"
+            );
+            assert_eq!(a, b, "instance problems for {broker:?} {scope:?}");
+        }
+    }
+}
+
+async fn store(url: &str, table: &str) -> LogStore {
+    LogStore::ClickHouse(Box::new(ClickHouseReader::new(&cfg(url, table))))
+}
+
+#[tokio::test]
+async fn the_same_batches_give_the_same_answers_on_18_16_and_on_todays_engine() {
+    let old = ClickHouse::start().await;
+    let new = Chdb::start();
+    let rows = records();
+    write(&cfg(&old.url(), "exchanges"), &rows).await;
+    write(&cfg(&new.url(), "exchanges"), &rows).await;
+    let (a, b) = (
+        store(&old.url(), "exchanges").await,
+        store(&new.url(), "exchanges").await,
+    );
+    assert_same_answers(&a, &b, &rows).await;
+
+    // The DDL each engine got: the base schema on both, the retention TTL
+    // only where the server has TTLs.
+    let ddl_old = old
+        .query("SHOW CREATE TABLE osb_compat.exchanges FORMAT TabSeparatedRaw")
+        .await;
+    assert!(!ddl_old.contains("TTL"), "18.16 has no TTL: {ddl_old}");
+    let ddl_new = query_text(
+        &new.url(),
+        "SHOW CREATE TABLE osb_compat.exchanges FORMAT TabSeparatedRaw",
+    )
+    .await;
+    assert!(
+        ddl_new.contains("TTL received_at + toIntervalDay(3650)"),
+        "{ddl_new}"
+    );
+    for (name, ty) in COLUMNS {
+        for ddl in [&ddl_old, &ddl_new] {
+            assert!(
+                ddl.contains(&format!("{name} {ty}")) || ddl.contains(&format!("`{name}` {ty}")),
+                "{name} {ty} in {ddl}"
+            );
+        }
+    }
+    // The replayed duplicates collapse on both.
+    for (what, n) in [
+        (
+            "18.16",
+            old.number("SELECT count() FROM osb_compat.exchanges FINAL")
+                .await,
+        ),
+        (
+            "today",
+            query_text(&new.url(), "SELECT count() FROM osb_compat.exchanges FINAL")
+                .await
+                .trim()
+                .parse()
+                .unwrap(),
+        ),
+    ] {
+        assert_eq!(n, rows.len() as u64, "{what}: rows through FINAL");
+    }
+}
+
+#[tokio::test]
+async fn a_table_made_by_an_older_gateway_is_migrated_on_both_engines() {
+    let old = ClickHouse::start().await;
+    let new = Chdb::start();
+    // Today's table less two columns, with one row in it, as an older
+    // gateway left it.
+    let older = schema::create_table_sql("osb_compat", "legacy")
+        .replace("    ttfb_us UInt64,\n", "")
+        .replace("    error String,\n", "");
+    assert!(!older.contains("ttfb_us") && !older.contains(" error "));
+    let legacy_row = "INSERT INTO osb_compat.legacy (id, received_at, received_at_us, broker, operation, status, instance_id) \
+                      VALUES ('00000000-0000-0000-0000-0000000000aa', toDateTime(1793490000), 1793490000000000, 'pg', 'PROVISION_INSTANCE', 500, 'i-legacy')";
+    for url in [old.url(), new.url()] {
+        query_text(&url, "CREATE DATABASE osb_compat").await;
+        query_text(&url, &older).await;
+        query_text(&url, legacy_row).await;
+    }
+    let mut rows = records();
+    rows.truncate(60);
+    // The current writer migrates, then inserts.
+    write(&cfg(&old.url(), "legacy"), &rows).await;
+    write(&cfg(&new.url(), "legacy"), &rows).await;
+    let mut legacy: CaptureRecord = CaptureRecord {
+        id: Uuid::from_u128(0xaa),
+        received_at_us: 1_793_490_000_000_000,
+        broker: "pg".into(),
+        operation: "PROVISION_INSTANCE".into(),
+        status: 500,
+        instance_id: "i-legacy".into(),
+        ..Default::default()
+    };
+    legacy.outcome = String::new();
+    rows.push(legacy);
+    let (a, b) = (
+        store(&old.url(), "legacy").await,
+        store(&new.url(), "legacy").await,
+    );
+    assert_same_answers(&a, &b, &rows).await;
+    for url in [old.url(), new.url()] {
+        let cols = query_text(
+            &url,
+            "SELECT name FROM system.columns WHERE database = 'osb_compat' AND table = 'legacy' FORMAT TabSeparated",
+        )
+        .await;
+        let cols: Vec<&str> = cols.lines().collect();
+        let want: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(cols, want, "{url}: every column, in the schema's order");
+    }
+    // A second start finds nothing left to migrate.
+    let names: BTreeSet<String> = COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
+    let names: Vec<String> = names.into_iter().collect();
+    assert!(schema::upgrade_sql((26, 9), "osb_compat", "legacy", &names, None).is_empty());
+}
+
+/// A query's text answer (panics on an error answer), over HTTP.
+async fn query_text(url: &str, sql: &str) -> String {
+    use http_body_util::BodyExt as _;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::post(url)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            sql.to_string(),
+        )))
+        .unwrap();
+    let resp = client.request(req).await.expect("the engine answers");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(status.is_success(), "{sql}\n=> {status}: {text}");
+    text
+}
