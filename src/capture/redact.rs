@@ -3,10 +3,11 @@
 //! * Headers: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`
 //!   and any header configured as secret keep their name; the value becomes
 //!   [`REDACTED`].
-//! * BIND and FETCH_BINDING responses: the `credentials` object keeps its
-//!   keys, every value becomes [`REDACTED`]. A response that cannot be parsed
-//!   (not JSON, or cut at the cap) could hold credentials anywhere, so its
-//!   body is replaced whole.
+//! * BIND and FETCH_BINDING responses, and any other response that names
+//!   `credentials`: the `credentials` object keeps its keys, every value
+//!   becomes [`REDACTED`]. A response that cannot be parsed (not JSON, or
+//!   cut at the cap) could hold credentials anywhere, so its body is
+//!   replaced whole.
 //! * `parameters` in request and response bodies, when the route asks for it.
 
 use http::header::{self, HeaderMap, HeaderName};
@@ -100,11 +101,29 @@ impl Redactor {
         body: BodyData,
         json: Option<Value>,
     ) -> String {
-        let has_credentials = matches!(op, Operation::Bind | Operation::FetchBinding);
+        // NB: whatever the operation (a broker may answer a path the
+        // gateway classified OTHER with credentials), a body that may hold
+        // a `credentials` key is parsed and masked; one that cannot be
+        // parsed then is not stored (fail closed). `\u` is there because a
+        // key can be written with escapes.
+        let binding = matches!(op, Operation::Bind | Operation::FetchBinding);
         let has_parameters =
             redact_parameters && matches!(op, Operation::FetchInstance | Operation::FetchBinding);
-        if !has_credentials && !has_parameters {
+        let suspect = !binding && may_name_credentials(&body.bytes);
+        if !binding && !has_parameters && !suspect {
             return text(body.bytes);
+        }
+        let json = json.or_else(|| match body.truncated {
+            true => None,
+            false => serde_json::from_slice(&body.bytes).ok(),
+        });
+        let has_credentials = binding || suspect;
+        if let (Some(v), false, false) = (&json, binding, has_parameters) {
+            // NB: stored as sent (not re-serialised) when there is nothing
+            // to mask: a catalog with `\u` escapes, say.
+            if v.get("credentials").is_none() {
+                return text(body.bytes);
+            }
         }
         match json {
             Some(mut v) => {
@@ -124,6 +143,14 @@ impl Redactor {
             None => unparseable(&body),
         }
     }
+}
+
+/// Whether a body may have a `credentials` key: it names it, or it has
+/// `\u` escapes (a key spelled `cr\u0065dentials`). A memchr-speed scan; only
+/// such bodies are parsed.
+fn may_name_credentials(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"credentials").is_some()
+        || memchr::memmem::find(bytes, b"\\u").is_some()
 }
 
 /// The body as text: taken over without a copy when it is UTF-8 (OSB

@@ -1,27 +1,42 @@
-//! Durations written as `"500ms"`, `"10s"`, `"2m"`, `"1h"` in config files.
+//! Durations written as `"500ms"`, `"10s"`, `"1m30s"`, `"2h"` in config
+//! files and admin requests.
+//!
+//! Parsed by `humantime` (checked arithmetic: `"18446744073709551615s"` is
+//! an overflow error, not a wrap), then bounded by [`MAX`], so that no timer
+//! or deadline built from a configured duration can overflow an `Instant`
+//! (an owner's `catalog_refresh` of 2^64 s used to panic the one refresh
+//! timer for every customer).
 
 use std::time::Duration;
 
-/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
+/// The longest duration any setting takes: 366 days.
+pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses a duration such as `500ms`, `10s`, `2m`, `1m30s` or `1h`
+/// (humantime's units, `d` for days too), greater than zero and at most
+/// [`MAX`].
 ///
 /// # Errors
-/// A message saying which forms are accepted.
+/// A message saying which forms are accepted, or which bound was broken.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        "expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"".to_string()
+    if t.len() > 64 {
+        return Err(format!(
+            "expected a duration such as \"500ms\", \"10s\", \"1m30s\" or \"1h\" ({} characters is not one)",
+            t.len()
+        ));
+    }
+    let d = humantime::parse_duration(t).map_err(|e| {
+        format!("expected a duration such as \"500ms\", \"10s\", \"1m30s\" or \"1h\" ({e})")
     })?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err("expected a unit of ms, s, m or h (e.g. \"10s\")".into()),
-    };
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err("must be a whole number of milliseconds".into());
+    }
+    if d > MAX {
+        return Err(format!("must be at most {} (366 days)", format(MAX)));
     }
     Ok(d)
 }
@@ -67,5 +82,54 @@ mod tests {
         assert!(parse("0s").unwrap_err().contains("greater than zero"));
         assert_eq!(format(Duration::from_secs(125)), "125s");
         assert_eq!(format(Duration::from_secs(120)), "2m");
+        assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn huge_values_are_refused_not_wrapped() {
+        for huge in [
+            "18446744073709551615s",
+            "18446744073709551616ms",
+            "99999999999999999999999h",
+            "367d",
+            "1000000h",
+            "5y",
+        ] {
+            let e = parse(huge).unwrap_err();
+            assert!(
+                e.contains("at most") || e.contains("overflow") || e.contains("too large"),
+                "{huge}: {e}"
+            );
+        }
+        assert_eq!(parse("366d"), Ok(MAX));
+        assert!(parse(&"9".repeat(100)).is_err());
+    }
+
+    proptest::proptest! {
+        /// No text makes the parser panic, and whatever it accepts is a
+        /// duration a deadline can be built from.
+        #[test]
+        fn any_text_is_refused_or_bounded(text in "\\PC{0,40}") {
+            if let Ok(d) = parse(&text) {
+                proptest::prop_assert!(!d.is_zero() && d <= MAX);
+                let _ = std::time::Instant::now() + d;
+            }
+        }
+
+        /// Digits and units in any combination, the shape an attacker tries.
+        #[test]
+        fn numbers_and_units_are_refused_or_bounded(n in proptest::num::u64::ANY, unit in "(ns|us|ms|s|m|h|d|w|M|y)") {
+            if let Ok(d) = parse(&format!("{n}{unit}")) {
+                proptest::prop_assert!(!d.is_zero() && d <= MAX);
+            }
+        }
+
+        /// What the gateway writes back (admin API, registry file) reads
+        /// back the same.
+        #[test]
+        fn formatted_durations_read_back(ms in 1u64..=MAX.as_millis() as u64) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse(&format(d)), Ok(d));
+        }
     }
 }

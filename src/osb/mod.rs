@@ -3,6 +3,8 @@
 //! Nothing here does I/O; `proxy` and (later) `capture` use it. The tables in
 //! `shared/design/OSB.md` §3.1 are the source of the operation names.
 
+pub mod path;
+
 use bytes::Bytes;
 use http::Method;
 

@@ -31,6 +31,13 @@ pub enum ProxyError {
     /// The path is not `/{location}/{broker_id}/v2/...`.
     #[error("not an OSB path; platforms call /{{location}}/{{broker_id}}/v2/...")]
     NotOsbPath,
+    /// The path from `/v2` on is not canonical (see `osb::path`): never
+    /// forwarded, as the broker could read another operation than the
+    /// gateway classified (and redacted) or another path than it routed.
+    #[error(
+        "path refused: {0}; send the OSB path as the spec spells it, with ids percent-encoded"
+    )]
+    BadPath(#[from] crate::osb::path::PathError),
     /// Routing refused the request.
     #[error(transparent)]
     Lookup(#[from] LookupError),
@@ -63,6 +70,7 @@ impl ProxyError {
         match self {
             ProxyError::Unauthenticated | ProxyError::BadCredentials => StatusCode::UNAUTHORIZED,
             ProxyError::NotOsbPath => StatusCode::NOT_FOUND,
+            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::Lookup(l) => match l {
                 LookupError::UnknownLocation { .. }
                 | LookupError::UnknownBroker { .. }
@@ -87,6 +95,7 @@ impl ProxyError {
             return "BrokerDeactivated";
         }
         match self.status() {
+            StatusCode::BAD_REQUEST => "BadRequest",
             StatusCode::UNAUTHORIZED => "Unauthorized",
             StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "NotFound",

@@ -59,9 +59,16 @@ struct Target {
 }
 
 impl Target {
-    /// Splits a path of the form `/{location}/{broker}/v2[/...]`; `None`
-    /// for any other shape.
-    fn parse(path: &str) -> Option<Target> {
+    /// Splits a path of the form `/{location}/{broker}/v2[/...]`: not an
+    /// OSB path for any other shape, refused when the part from `/v2` on is
+    /// not canonical (`osb::path::check`).
+    fn parse(path: &str) -> Result<Target, ProxyError> {
+        let t = Self::split(path).ok_or(ProxyError::NotOsbPath)?;
+        crate::osb::path::check(&path[t.offset..])?;
+        Ok(t)
+    }
+
+    fn split(path: &str) -> Option<Target> {
         let p = path.strip_prefix('/')?;
         let (location, p) = p.split_once('/')?;
         let (broker, _) = p.split_once('/')?;
@@ -125,7 +132,7 @@ impl Proxy {
             request_id,
         );
         let target = Target::parse(uri.path());
-        if let Some(t) = &target {
+        if let Ok(t) = &target {
             let osb_path = &uri.path()[t.offset..];
             ex.osb_path = osb_path.to_string();
             ex.operation = osb::classify(req.method(), osb_path).0;
@@ -142,7 +149,7 @@ impl Proxy {
     async fn handle_inner(
         &self,
         req: Request<Incoming>,
-        target: Option<Target>,
+        target: Result<Target, ProxyError>,
         ex: &Arc<Exchange>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // NB: `load_full` clones the Arc out of the ArcSwap guard, so no guard
@@ -176,7 +183,7 @@ impl Proxy {
         &self,
         table: &RouteTable,
         req: &Request<Incoming>,
-        target: Option<Target>,
+        target: Result<Target, ProxyError>,
         routing: &mut Routing,
     ) -> Result<(Arc<Route>, usize), ProxyError> {
         let platform = self
@@ -185,7 +192,7 @@ impl Proxy {
             .authenticate(table, req.headers().get(header::AUTHORIZATION))
             .await?;
         routing.platform = Some(platform.id.clone());
-        let target = target.ok_or(ProxyError::NotOsbPath)?;
+        let target = target?;
         routing.location = target.location;
         routing.broker = target.broker;
         let route = table.lookup(&platform, &routing.location, &routing.broker)?;
@@ -362,8 +369,8 @@ mod tests {
             "/v2/service_instances/a%2Fb",
             "ids after /v2 pass through encoded"
         );
-        assert!(Target::parse("/eu/pg/v3/catalog").is_none());
-        assert!(Target::parse("/eu/pg").is_none());
-        assert!(Target::parse("/eu/pg/v2x").is_none());
+        assert!(Target::parse("/eu/pg/v3/catalog").is_err());
+        assert!(Target::parse("/eu/pg").is_err());
+        assert!(Target::parse("/eu/pg/v2x").is_err());
     }
 }

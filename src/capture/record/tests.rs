@@ -205,6 +205,42 @@ fn bind_credentials_keep_keys_but_not_values() {
 }
 
 #[test]
+fn credentials_are_masked_whatever_the_operation_says() {
+    // An extension, an unknown path, a catalog: classified OTHER or not a
+    // binding, yet the broker answered with credentials.
+    for (method, path, resp) in [
+        (
+            "POST",
+            "/v2/service_instances/i/service_bindings/b/adapt_credentials",
+            r#"{"credentials":{"password":"hunter2"}}"#,
+        ),
+        ("GET", "/v2/whatever", r#"{"credentials":"hunter2"}"#),
+        (
+            "PUT",
+            "/v2/service_instances/i",
+            r#"{"cr\u0065dentials":{"p":"hunter2"}}"#,
+        ),
+        // Fail closed: names credentials, cannot be parsed.
+        (
+            "GET",
+            "/v2/catalog",
+            r#"{"credentials":{"password":"hunter2"#,
+        ),
+    ] {
+        let r = rec(raw(method, path, "", "", resp));
+        assert!(
+            !r.response_body.contains("hunter2"),
+            "{path}: {}",
+            r.response_body
+        );
+    }
+    // A body with nothing to mask is stored as sent, byte for byte.
+    let catalog = r#"{"services": [{"name": "caf\u00e9", "description": "credentials are issued per binding"}]}"#;
+    let r = rec(raw("GET", "/v2/catalog", "", "", catalog));
+    assert_eq!(r.response_body, catalog);
+}
+
+#[test]
 fn unparseable_or_truncated_bind_responses_are_not_stored() {
     let mut r = raw(
         "GET",

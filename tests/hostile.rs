@@ -1,0 +1,210 @@
+//! Hostile input, end to end against a real gateway and a real broker:
+//! each case gets a clear no (OSB error JSON for platforms, a message
+//! naming the field and value for admin input), nothing reaches the
+//! broker that should not, and the gateway keeps serving everyone.
+//! (Issue 16; more classes join this file as they are built.)
+
+mod support;
+
+use std::sync::Arc;
+
+use http::Request;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use support::broker::{full, Broker, Handler};
+use support::client::{self, platform};
+use support::gateway::{Options, TestGateway, ACME_TOKEN};
+
+const REGISTRY: &str = r#"
+locations = ["eu"]
+
+[[platforms]]
+id = "cf-eu"
+customer = "acme"
+username = "cf-eu"
+password_hash = "{HASH}"
+locations = ["eu"]
+
+[[brokers]]
+id = "pg"
+owner = "acme"
+  [brokers.private]
+  endpoint = "{URL}/base"
+  username = "u"
+  password = "env:BROKER_PW"
+  development_mode = true
+"#;
+
+/// A broker that answers every request with credentials, whatever the path.
+fn leaky_broker() -> Handler {
+    Arc::new(|_req| {
+        Box::pin(async {
+            full(
+                200,
+                r#"{"credentials":{"uri":"postgres://u:hunter2@db/x","password":"hunter2"}}"#,
+            )
+        })
+    })
+}
+
+async fn gateway(broker: &Broker) -> TestGateway {
+    TestGateway::start(
+        &REGISTRY.replace("{URL}", &broker.url("")),
+        Options {
+            tables: "[secrets]\nkey_file = \"secret.key\"\n[capture]\nflush_interval = \"100ms\"\n"
+                .into(),
+            files: vec![(
+                "secret.key".into(),
+                osb_gateway::config::SecretKey::generate().to_base64(),
+            )],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn call(gw: &TestGateway, method: &str, path: &str) -> (u16, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(gw.url(path))
+        .header("authorization", platform("cf-eu"))
+        .header("x-broker-api-version", "2.17")
+        .body(client::bytes("{}".to_string()))
+        .unwrap();
+    let resp = client::plain().request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn non_canonical_osb_paths_are_refused_before_the_broker_sees_them() {
+    let b = Broker::http(leaky_broker()).await;
+    let mut gw = gateway(&b).await;
+    let tricks = [
+        ("PUT", "/v2/service_%69nstances/i/service_bindings/b"),
+        ("PUT", "/v2/service_instances/i/service%5Fbindings/b"),
+        ("PUT", "/v2/Service_Instances/i/service_bindings/b"),
+        ("PUT", "/v2/service_instances;x=1/i/service_bindings/b"),
+        ("PUT", "/v2/service_instances/i/service_bindings;v=1/b"),
+        ("PUT", "/v2/service_instances//i/service_bindings/b"),
+        ("PUT", "/v2/service_instances/i/service_bindings/b/"),
+        ("PUT", "/v2/service_instances/i/service_bindings%2Fb"),
+        ("GET", "/v2/../../other-tenant/osb/v2/catalog"),
+        ("GET", "/v2/%2e%2e/%2E%2E/other-tenant/osb/v2/catalog"),
+        ("GET", "/v2/./catalog"),
+        ("GET", "/v2/catalog/"),
+    ];
+    for (method, path) in tricks {
+        let (status, body) = call(&gw, method, &format!("/private/pg{path}")).await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert_eq!(body["error"], "BadRequest", "{path}");
+        assert!(
+            body["description"]
+                .as_str()
+                .unwrap()
+                .contains("path refused"),
+            "{body}"
+        );
+    }
+    assert!(b.seen().is_empty(), "nothing reached the broker");
+    // The canonical bind still works, and its credentials are masked.
+    let (status, _) = call(
+        &gw,
+        "PUT",
+        "/private/pg/v2/service_instances/i/service_bindings/b",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(b.seen().len(), 1);
+    assert_eq!(
+        b.seen()[0].uri.path(),
+        "/base/v2/service_instances/i/service_bindings/b"
+    );
+    gw.shutdown().await;
+    let records = osb_gateway::store::local::read_all(&gw.path("data/captures")).unwrap();
+    assert_eq!(records.len(), tricks.len() + 1, "every refusal is recorded");
+    for r in &records {
+        assert!(!r.response_body.contains("hunter2"), "{}", r.response_body);
+    }
+}
+
+#[tokio::test]
+async fn credentials_in_any_response_are_masked_before_storage() {
+    let b = Broker::http(leaky_broker()).await;
+    let mut gw = gateway(&b).await;
+    for (method, path) in [
+        (
+            "POST",
+            "/v2/service_instances/i/service_bindings/b/adapt_credentials",
+        ),
+        ("GET", "/v2/service_instances/i"),
+        ("GET", "/v2/some/extension"),
+        ("GET", "/v2/catalog"),
+    ] {
+        let (status, body) = call(&gw, method, &format!("/private/pg{path}")).await;
+        assert_eq!(status, 200, "{path}");
+        // The platform gets the broker's answer as it is ...
+        assert_eq!(body["credentials"]["password"], "hunter2");
+    }
+    gw.shutdown().await;
+    // ... and the logs never hold it.
+    let records = osb_gateway::store::local::read_all(&gw.path("data/captures")).unwrap();
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        assert!(
+            !r.response_body.contains("hunter2"),
+            "{} {}: {}",
+            r.operation,
+            r.path,
+            r.response_body
+        );
+    }
+}
+
+#[tokio::test]
+async fn huge_durations_from_an_owner_are_refused_naming_the_field() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = gateway(&b).await;
+    for (field, value) in [
+        ("catalog_refresh", "18446744073709551615s"),
+        ("catalog_refresh", "99999999999999999999h"),
+        ("catalog_refresh", "400d"),
+        ("idle_timeout", "18446744073709551615s"),
+        ("response_timeout", "5000000h"),
+        ("connect_timeout", "0s"),
+        ("connect_timeout", "1ns"),
+    ] {
+        let r = client::admin(
+            "POST",
+            &gw.admin_url("/admin/v1/brokers"),
+            Some(ACME_TOKEN),
+            Some(&json!({
+                "id": "huge", "endpoint": b.url(""), "username": "u", "password": "pw-x",
+                "development_mode": true, field: value,
+            })),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, 400, "{field} = {value}: {text}");
+        assert!(
+            text.contains(field) && text.contains(value),
+            "{field} = {value}: {text}"
+        );
+    }
+    // The gateway still serves, and its refresh timer still runs.
+    let (status, _) = call(&gw, "GET", "/private/pg/v2/catalog").await;
+    assert_eq!(status, 200);
+    let r = client::admin(
+        "POST",
+        &gw.admin_url("/admin/v1/brokers"),
+        Some(ACME_TOKEN),
+        Some(&json!({
+            "id": "fine", "endpoint": b.url(""), "username": "u", "password": "pw-x",
+            "development_mode": true, "catalog_refresh": "1m30s",
+        })),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
