@@ -7,10 +7,13 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Dependencies first, so source edits do not rebuild them.
+# Dependencies are downloaded first, so a source edit does not download
+# them again (they are still compiled in the next step). Cargo wants every
+# target Cargo.toml names to exist, hence the stubs.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src/bin/osb-gateway benches examples config \
     && echo 'fn main() {}' > src/bin/osb-gateway/main.rs && touch src/lib.rs \
+    && touch benches/routing.rs benches/capture.rs \
     && touch config/gateway.dev.toml config/registry.dev.toml \
     && cargo fetch --locked
 COPY . .

@@ -151,11 +151,25 @@ fn catalog_json() -> String {
     )
 }
 
+/// About 1 MB of catalog, under the 1 MiB body cap: 3,800 plans with non-ASCII escapes in their text.
+fn big_catalog_json() -> String {
+    let plans: Vec<String> = (0..3800)
+        .map(|i| format!(r#"{{"id":"plan-{i:04}-5d0c7a4e-8f7b-4b8e-9a43","name":"plan-{i}","description":"A plan with {i} units of everything the service offers, caf\u00e9 \u2603 included.","metadata":{{"bullets":["one","two","three"],"costs":[{{"amount":{{"eur":{i}.5}},"unit":"MONTHLY"}}]}},"free":false}}"#))
+        .collect();
+    format!(
+        r#"{{"services":[{{"id":"svc-bench-0001","name":"bench-db","description":"Benchmark service","bindable":true,"plans":[{}]}}]}}"#,
+        plans.join(",")
+    )
+}
+
 /// A finished exchange of `op`, as the proxy hands it to the pipeline.
 fn raw(op: Operation) -> RawExchange {
     let inst = "6f1c2b7e-6d4b-4b0a-9b1e-0c2a7b9d3e11";
     let (method, osb_path, query, req, resp, status) = match op {
         Operation::FetchCatalog => (Method::GET, "/v2/catalog".to_string(), "", String::new(), catalog_json(), 200),
+        // NB: a large catalog (stands for any large answer the redaction
+        // has to scan for a credentials key), under the 1 MiB body cap.
+        Operation::Other => (Method::GET, "/v2/catalog".to_string(), "", String::new(), big_catalog_json(), 200),
         Operation::Bind => (
             Method::PUT,
             format!("/v2/service_instances/{inst}/service_bindings/b1"),
@@ -210,6 +224,7 @@ fn record_build(c: &mut Criterion) {
         ("catalog_4KB", Operation::FetchCatalog),
         ("provision_2KB", Operation::ProvisionInstance),
         ("bind_redacted", Operation::Bind),
+        ("catalog_1MB", Operation::Other),
     ] {
         g.bench_function(name, |b| {
             b.iter_batched(

@@ -1,5 +1,6 @@
 //! Hot-path micro benchmarks: route lookup through the ArcSwap at 10, 1,000
-//! and 10,000 routes, and OSB classification.
+//! and 10,000 routes, OSB classification, and the canonical-path check that
+//! runs before it on every request.
 //!
 //! `cargo bench --bench routing`
 
@@ -124,6 +125,13 @@ fn classification(c: &mut Criterion) {
         b.iter(|| {
             for (m, p) in &paths {
                 black_box(classify(m, black_box(p)));
+            }
+        })
+    });
+    c.bench_function("osb_path_check", |b| {
+        b.iter(|| {
+            for (_, p) in &paths {
+                black_box(osb_gateway::osb::path::check(black_box(p))).unwrap();
             }
         })
     });

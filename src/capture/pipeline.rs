@@ -503,6 +503,9 @@ impl Pipeline {
             // NB: parsed chunk by chunk, each within the batch bounds, so a
             // segment of large records is never all in memory as records.
             let mut records = 0;
+            // NB: counted as dropped once the segment is done: a replay cut
+            // short reads the segment again later.
+            let mut unreadable: (u64, Option<serde_json::Error>) = (0, None);
             let mut payloads = read.records.iter().peekable();
             while payloads.peek().is_some() {
                 let mut chunk = Vec::new();
@@ -516,8 +519,8 @@ impl Pipeline {
                         // write: a record this version cannot read. Lost,
                         // and counted as such.
                         Err(e) => {
-                            self.inner.metrics.dropped.fetch_add(1, Relaxed);
-                            tracing::error!(segment = %seg.path.display(), error = %e, "a spooled record does not parse: dropped");
+                            unreadable.0 += 1;
+                            unreadable.1.get_or_insert(e);
                         }
                     }
                 }
@@ -545,6 +548,10 @@ impl Pipeline {
             if let Err(e) = std::fs::remove_file(&seg.path) {
                 tracing::error!(segment = %seg.path.display(), error = %e, "cannot remove replayed spool segment");
                 return;
+            }
+            if let (n, Some(e)) = unreadable {
+                self.inner.metrics.dropped.fetch_add(n, Relaxed);
+                tracing::error!(segment = %seg.path.display(), records = n, error = %e, "spooled records that do not parse were dropped");
             }
             tracing::debug!(segment = %seg.path.display(), records, "spool segment replayed");
             let (left, replayed) = &mut self.inherited;

@@ -179,17 +179,7 @@ impl ClickHouse {
 
     /// Runs a query and returns its text output (panics on an error answer).
     pub async fn query(&self, sql: &str) -> String {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let req = http::Request::post(self.url())
-            .body(Full::new(Bytes::from(sql.to_string())))
-            .unwrap();
-        let resp = client.request(req).await.expect("clickhouse answers");
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&body).into_owned();
-        assert!(status.is_success(), "{sql}\n=> {status}: {text}");
-        text
+        query_at(&self.url(), sql).await
     }
 
     /// A single number from a query, or `None` when the query fails (for
@@ -216,6 +206,22 @@ impl ClickHouse {
             .parse()
             .unwrap_or_else(|_| panic!("not a number from {sql}"))
     }
+}
+
+/// Runs a query on the ClickHouse HTTP interface at `url` (a server or
+/// `support::chdb`) and returns its text output (panics on an error answer).
+pub async fn query_at(url: &str, sql: &str) -> String {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let req = http::Request::post(url)
+        .body(Full::new(Bytes::from(sql.to_string())))
+        .unwrap();
+    let resp = client.request(req).await.expect("clickhouse answers");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(status.is_success(), "{sql}\n=> {status}: {text}");
+    text
 }
 
 impl Drop for ClickHouse {

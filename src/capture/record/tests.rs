@@ -238,6 +238,12 @@ fn credentials_are_masked_whatever_the_operation_says() {
     let catalog = r#"{"services": [{"name": "caf\u00e9", "description": "credentials are issued per binding"}]}"#;
     let r = rec(raw("GET", "/v2/catalog", "", "", catalog));
     assert_eq!(r.response_body, catalog);
+    // A catalog cut at the cap with non-ASCII escapes cannot spell the key:
+    // kept, not dropped as unparseable.
+    let cut = r#"{"services": [{"name": "caf\u00e9 \u2603", "descr"#;
+    let mut r = raw("GET", "/v2/catalog", "", "", cut);
+    r.response_body.truncated = true;
+    assert_eq!(rec(r).response_body, cut);
 }
 
 #[test]

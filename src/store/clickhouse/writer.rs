@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clickhouse::Client;
 
-use super::schema::{create_sql, parse_version, upgrade_sql, Change, ExchangeRow};
+use super::schema::{create_sql, parse_version, supports_ttl, upgrade_sql, Change, ExchangeRow};
 use super::{classify, exception_code, MISSING_SCHEMA_CODES, SCHEMA_BEHIND_CODES};
 use crate::config::ClickHouseConfig;
 use crate::store::{CaptureRecord, SinkError};
@@ -68,14 +68,14 @@ impl ClickHouseWriter {
             .await
             .map_err(classify)?;
         let table = self.qualified_table();
+        let server = parse_version(&version);
         let plan = upgrade_sql(
-            parse_version(&version),
+            server,
             &self.database,
             &self.table,
             &existing,
             self.retention_days,
         );
-        let mut ttl = false;
         for (change, sql) in plan {
             self.client.query(&sql).execute().await.map_err(classify)?;
             match change {
@@ -83,12 +83,11 @@ impl ClickHouseWriter {
                     tracing::info!(%table, column, "ClickHouse capture table migrated: column added")
                 }
                 Change::Ttl(days) => {
-                    ttl = true;
                     tracing::info!(%version, days, %table, "ClickHouse retention TTL applied")
                 }
             }
         }
-        if let (Some(days), false) = (self.retention_days, ttl) {
+        if let Some(days) = self.retention_days.filter(|_| !supports_ttl(server)) {
             tracing::warn!(%version, days, "ClickHouse {version} has no TTL (needs 19.6+): retention is not enforced by the server");
         }
         tracing::info!(%version, %table, "ClickHouse capture table ready");
