@@ -13,7 +13,8 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use support::broker::{full, Broker, Handler};
 use support::client::{self, platform};
-use support::gateway::{Options, TestGateway, ACME_TOKEN};
+use support::gateway::{Options, TestGateway, ACME_TOKEN, OPERATOR_TOKEN};
+use support::within;
 
 const REGISTRY: &str = r#"
 locations = ["eu"]
@@ -213,4 +214,82 @@ async fn register(
         r.status.as_u16(),
         String::from_utf8_lossy(&r.body).into_owned(),
     )
+}
+
+/// Publishes acme's broker `pg` in `eu` with this `ca_bundle`, as `token`.
+async fn publish_with_ca(gw: &TestGateway, token: &str, ca_bundle: &str) -> (u16, String) {
+    let r = client::admin(
+        "PUT",
+        &gw.admin_url("/admin/v1/brokers/pg/publications/eu"),
+        Some(token),
+        Some(&json!({
+            "endpoint": "https://127.0.0.1:9/osb", "username": "u", "password": "pw-x",
+            "ca_bundle": ca_bundle,
+        })),
+    )
+    .await;
+    (
+        r.status.as_u16(),
+        String::from_utf8_lossy(&r.body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ca_bundles_cannot_read_devices_fifos_or_an_owners_choice_of_host_files() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = gateway(&b).await;
+    let fifo = gw.path("ca.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let fifo = fifo.display().to_string();
+    // Owners give PEM text; a path is refused before anything is opened,
+    // with the same answer whether the path exists or not.
+    for path in [
+        "/dev/zero",
+        "/dev/urandom",
+        "/etc/passwd",
+        "/nonexistent/ca.pem",
+        "../../secret.key",
+        "secret.key",
+        fifo.as_str(),
+    ] {
+        let (status, text) = within(5, path, publish_with_ca(&gw, ACME_TOKEN, path)).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(
+            text.contains("ca_bundle")
+                && text.contains("PEM text")
+                && !text.contains("No such file"),
+            "{path}: {text}"
+        );
+    }
+    let junk = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+    let (status, text) = publish_with_ca(&gw, ACME_TOKEN, junk).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("ca_bundle") && !text.contains("bm90"),
+        "PEM not echoed: {text}"
+    );
+    // Operators may name files, but only regular ones of bounded size:
+    // neither a device nor a FIFO is read or waited on.
+    for path in ["/dev/zero", fifo.as_str()] {
+        let (status, text) = within(5, path, publish_with_ca(&gw, OPERATOR_TOKEN, path)).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("not a regular file"), "{path}: {text}");
+    }
+    // The change lock is free: a reload goes through at once.
+    let r = within(
+        5,
+        "reload",
+        client::admin(
+            "POST",
+            &gw.admin_url("/admin/v1/reload"),
+            Some(OPERATOR_TOKEN),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }

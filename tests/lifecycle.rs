@@ -302,7 +302,7 @@ async fn the_broker_lifecycle_end_to_end() {
             "PUT",
             pub_url,
             ACME_TOKEN,
-            Some(json!({"endpoint": eu.url(""), "username": "p", "password": "pub-pw-93x", "ca_bundle": "ca.pem"})),
+            Some(json!({"endpoint": eu.url(""), "username": "p", "password": "pub-pw-93x", "ca_bundle": ca.pem()})),
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
@@ -321,7 +321,7 @@ async fn the_broker_lifecycle_end_to_end() {
             "PUT",
             "/admin/v1/brokers/mq/publications/global",
             ACME_TOKEN,
-            Some(json!({"endpoint": eu.url(""), "username": "p", "password": "pub-pw-93x", "ca_bundle": "ca.pem"})),
+            Some(json!({"endpoint": eu.url(""), "username": "p", "password": "pub-pw-93x", "ca_bundle": ca.pem()})),
         )
         .await;
     assert_eq!(global.status, 201);

@@ -212,7 +212,7 @@ impl Admin {
                     "development_mode": r.development_mode,
                     "username": r.username,
                     "password": r.password_source,
-                    "ca_bundle": r.ca_bundle.as_ref().map(|p| p.display().to_string()),
+                    "ca_bundle": r.ca_bundle.as_ref().map(|b| b.describe()),
                     "timeouts": {
                         "connect": duration::format(r.timeouts.connect),
                         "response": duration::format(r.timeouts.response),

@@ -9,7 +9,10 @@
 //! a broker that does not exist, so ids do not leak.
 //! Passwords arrive in plain text and are stored only as `enc:v1:` values.
 
-use serde::Deserialize;
+mod input;
+
+use input::ca_bundle_allowed;
+pub use input::{BrokerInput, PasswordInput, PublicationInput};
 
 use super::file::{BrokerFile, EndpointFile, PublicationFile};
 use super::table::{GLOBAL, PRIVATE};
@@ -35,78 +38,7 @@ impl Actor<'_> {
     }
 }
 
-/// Fields of a broker registration or edit (`POST /admin/v1/brokers`,
-/// `PATCH /admin/v1/brokers/{id}`). Endpoint fields are those of the
-/// private registration. Absent fields are left as they are.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerInput {
-    /// Immutable id (registration only).
-    pub id: Option<String>,
-    /// Display name.
-    pub name: Option<String>,
-    /// The owning customer (operators only; owners register for themselves).
-    pub owner: Option<String>,
-    /// Private registration endpoint.
-    pub endpoint: Option<String>,
-    /// Broker user name.
-    pub username: Option<String>,
-    /// Broker password, plain text; stored encrypted, never returned.
-    pub password: Option<String>,
-    /// Plain http / unverified TLS for the private registration.
-    pub development_mode: Option<bool>,
-    /// Extra CA bundle (PEM path, relative to the registry file).
-    pub ca_bundle: Option<String>,
-    /// Per-route timeout overrides.
-    pub connect_timeout: Option<String>,
-    /// See `connect_timeout`.
-    pub response_timeout: Option<String>,
-    /// See `connect_timeout`.
-    pub idle_timeout: Option<String>,
-    /// Redact `parameters` in captures.
-    pub redact_parameters: Option<bool>,
-    /// Catalog refresh interval (`1h`, `0s` for none).
-    pub catalog_refresh: Option<String>,
-}
-
-/// Fields of a publication (`PUT` / `PATCH .../publications/{location}`).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublicationInput {
-    /// `https://` endpoint.
-    pub endpoint: Option<String>,
-    /// Broker user name.
-    pub username: Option<String>,
-    /// Broker password, plain text; stored encrypted, never returned.
-    pub password: Option<String>,
-    /// Always refused when `true`: publications never run in development mode.
-    pub development_mode: Option<bool>,
-    /// Extra CA bundle.
-    pub ca_bundle: Option<String>,
-    /// Per-route timeout overrides.
-    pub connect_timeout: Option<String>,
-    /// See `connect_timeout`.
-    pub response_timeout: Option<String>,
-    /// See `connect_timeout`.
-    pub idle_timeout: Option<String>,
-}
-
-/// A password change (`PUT /admin/v1/brokers/{id}/password`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordInput {
-    /// `private` (default) or a publication's location.
-    #[serde(default)]
-    pub location: Option<String>,
-    /// The new password, plain text.
-    pub password: String,
-    /// Stage it: keep sending the old password until a catalog fetch with
-    /// the new one succeeds (default `true`); `false` replaces it at once.
-    #[serde(default)]
-    pub stage: Option<bool>,
-}
-
-fn bad(field: &str, value: &str, reason: &str) -> ChangeError {
+pub(super) fn bad(field: &str, value: &str, reason: &str) -> ChangeError {
     ChangeError::BadInput(format!("{field} = {value:?}: {reason}"))
 }
 
@@ -163,12 +95,16 @@ fn refuse_if_deactivated(b: &BrokerFile, what: &str) -> Result<(), ChangeError> 
 }
 
 fn apply_endpoint(
+    actor: Actor<'_>,
     e: &mut EndpointFile,
     endpoint: &Option<String>,
     username: &Option<String>,
     ca_bundle: &Option<String>,
     timeouts: [&Option<String>; 3],
-) {
+) -> Result<(), ChangeError> {
+    if let Some(v) = ca_bundle {
+        ca_bundle_allowed(actor, v)?;
+    }
     if let Some(v) = endpoint {
         e.endpoint = v.clone();
     }
@@ -185,6 +121,7 @@ fn apply_endpoint(
     set(&mut e.connect_timeout, timeouts[0]);
     set(&mut e.response_timeout, timeouts[1]);
     set(&mut e.idle_timeout, timeouts[2]);
+    Ok(())
 }
 
 /// Registers a broker with its private registration.
@@ -238,6 +175,7 @@ pub fn register(
         ..Default::default()
     };
     apply_endpoint(
+        actor,
         &mut private,
         &input.endpoint,
         &input.username,
@@ -247,7 +185,7 @@ pub fn register(
             &input.response_timeout,
             &input.idle_timeout,
         ],
-    );
+    )?;
     reg.brokers.push(BrokerFile {
         id: id.clone(),
         name: input.name.clone().unwrap_or_default(),
@@ -324,6 +262,7 @@ pub fn edit(
             }
         };
         apply_endpoint(
+            actor,
             e,
             &input.endpoint,
             &input.username,
@@ -333,7 +272,7 @@ pub fn edit(
                 &input.response_timeout,
                 &input.idle_timeout,
             ],
-        );
+        )?;
         if let Some(d) = input.development_mode {
             e.development_mode = d;
         }
@@ -393,12 +332,13 @@ pub fn publish(
             )));
         }
         apply_endpoint(
+            actor,
             &mut p.endpoint,
             &input.endpoint,
             &input.username,
             &input.ca_bundle,
             timeouts,
-        );
+        )?;
         if let Some(pw) = password {
             p.endpoint.password = pw;
             p.endpoint.staged_password = None;
@@ -416,12 +356,13 @@ pub fn publish(
         ..Default::default()
     };
     apply_endpoint(
+        actor,
         &mut e,
         &input.endpoint,
         &input.username,
         &input.ca_bundle,
         timeouts,
-    );
+    )?;
     b.publications.push(PublicationFile {
         location: location.to_string(),
         approved: false,

@@ -8,7 +8,7 @@ mod endpoint;
 pub use endpoint::Endpoint;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,8 +65,8 @@ pub struct Route {
     authorization: HeaderValue,
     /// Plain HTTP / unverified TLS allowed.
     pub development_mode: bool,
-    /// Extra CA bundle.
-    pub ca_bundle: Option<PathBuf>,
+    /// Extra CA certificates.
+    pub ca_bundle: Option<crate::upstream::CaBundle>,
     /// Effective timeouts.
     pub timeouts: Timeouts,
     /// Connection pool toward this route's upstream (the proxy's requests

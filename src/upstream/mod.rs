@@ -6,17 +6,18 @@
 //! as well as registry validation does; only a development-mode private
 //! registration gets [`Trust::Development`].
 
+pub mod ca;
 pub mod pool;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::config::PoolSettings;
+pub use ca::CaBundle;
 pub use pool::{Pool, PooledBody, RequestBody, SendError};
 
 /// How a route's upstream is trusted.
@@ -25,8 +26,8 @@ pub enum Trust {
     /// `https://` only, certificate verified against the system roots plus
     /// the optional CA bundle.
     Verified {
-        /// Extra CA bundle (PEM file).
-        ca_bundle: Option<PathBuf>,
+        /// Extra CA certificates.
+        ca_bundle: Option<CaBundle>,
     },
     /// Development mode: `http://` allowed and certificates not verified.
     Development,
@@ -81,7 +82,7 @@ impl ClientFactory {
         let cfg = match trust {
             Trust::Verified { ca_bundle } => {
                 let extra = match ca_bundle {
-                    Some(p) => tls::read_ca_bundle(p)?,
+                    Some(b) => b.certificates()?,
                     None => Vec::new(),
                 };
                 tls::verified(&extra)?

@@ -5,12 +5,10 @@
 //! * [`development_unverified`]: accepts any certificate. It exists for
 //!   private registrations in development mode only and is used nowhere else.
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -36,21 +34,6 @@ pub fn system_roots() -> &'static RootCertStore {
         }
         store
     })
-}
-
-/// Reads every certificate in a PEM bundle.
-///
-/// # Errors
-/// When the file cannot be read or holds no certificate.
-pub fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read CA bundle: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("CA bundle is not valid PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("CA bundle holds no certificate".into());
-    }
-    Ok(certs)
 }
 
 /// A verifying client config: system roots plus `extra` CA certificates.

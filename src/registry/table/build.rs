@@ -422,7 +422,10 @@ fn build_route(
         ),
         idle: timeout("idle_timeout", &e.idle_timeout, cx.timeouts.idle),
     };
-    let ca_bundle = e.ca_bundle.as_ref().map(|p| cx.base_dir.join(p));
+    let ca_bundle = e
+        .ca_bundle
+        .as_ref()
+        .map(|s| crate::upstream::CaBundle::from_setting(s, cx.base_dir));
     let trust = if is_private && e.development_mode {
         Trust::Development
     } else {
@@ -437,7 +440,12 @@ fn build_route(
     {
         Some(Ok(c)) => Some(c),
         Some(Err(r)) => {
-            errs.push(obj, f("ca_bundle"), e.ca_bundle.as_deref().unwrap_or(""), r);
+            // NB: PEM text is not echoed whole into the message.
+            let shown = match e.ca_bundle.as_deref().unwrap_or("") {
+                s if crate::upstream::ca::is_pem(s) => "(PEM text)",
+                s => s,
+            };
+            errs.push(obj, f("ca_bundle"), shown, r);
             None
         }
         None => None,

@@ -60,7 +60,7 @@ impl AdminClient {
             )));
         }
         let extra = match ca_file {
-            Some(p) => osb_gateway::upstream::tls::read_ca_bundle(p).map_err(ClientError::Setup)?,
+            Some(p) => osb_gateway::upstream::ca::read_file(p).map_err(ClientError::Setup)?,
             None => Vec::new(),
         };
         let tls = osb_gateway::upstream::tls::verified(&extra).map_err(ClientError::Setup)?;
