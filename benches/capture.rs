@@ -199,6 +199,7 @@ fn raw(op: Operation) -> RawExchange {
         platform: "cf".into(),
         location: "eu-de".into(),
         broker: "postgres".into(),
+        customer: Some("acme".into()),
         upstream_url: format!("https://broker.example:8443{osb_path}"),
         path: format!("/eu-de/postgres{osb_path}"),
         query: query.into(),

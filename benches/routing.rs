@@ -54,6 +54,7 @@ fn registry(routes: usize) -> RegistryFile {
         }],
         locations,
         brokers,
+        retired_broker_ids: Vec::new(),
     }
 }
 

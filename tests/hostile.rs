@@ -13,8 +13,8 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use support::broker::{full, Broker, Handler};
 use support::client::{self, platform};
-use support::gateway::{Options, TestGateway, ACME_TOKEN, OPERATOR_TOKEN};
-use support::within;
+use support::gateway::{Options, TestGateway, ACME_TOKEN, GLOBEX_TOKEN, OPERATOR_TOKEN};
+use support::{eventually, within};
 
 const REGISTRY: &str = r#"
 locations = ["eu"]
@@ -292,4 +292,251 @@ async fn ca_bundles_cannot_read_devices_fifos_or_an_owners_choice_of_host_files(
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+const TWO_TENANTS: &str = r#"
+locations = ["eu"]
+
+[[platforms]]
+id = "cf-acme"
+customer = "acme"
+username = "cf-eu"
+password_hash = "{HASH}"
+locations = ["eu"]
+
+[[platforms]]
+id = "k8s-globex"
+customer = "globex"
+username = "k8s-globex"
+password_hash = "{HASH}"
+locations = ["eu"]
+
+[[brokers]]
+id = "shared"
+owner = "acme"
+  [brokers.private]
+  endpoint = "{URL}"
+  username = "u"
+  password = "env:BROKER_PW"
+  development_mode = true
+
+[[brokers]]
+id = "gone"
+owner = "acme"
+deactivated = true
+  [brokers.private]
+  endpoint = "{URL}"
+  username = "u"
+  password = "env:BROKER_PW"
+  development_mode = true
+"#;
+
+/// `method path` with `token`: status and JSON.
+async fn admin_json(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let r = client::admin(method, &gw.admin_url(path), Some(token), body.as_ref()).await;
+    let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status.as_u16(), v)
+}
+
+/// The request ids of the records `token` finds for `query`.
+async fn found(gw: &TestGateway, token: &str, query: &str) -> Vec<String> {
+    let (status, v) = admin_json(
+        gw,
+        "GET",
+        &format!("/admin/v1/logs?{query}&limit=1000"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn platform_call(
+    gw: &TestGateway,
+    user: Option<&str>,
+    method: &str,
+    path: &str,
+    rid: &str,
+) -> u16 {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(gw.url(path))
+        .header("x-broker-api-version", "2.17")
+        .header("x-broker-api-request-identity", rid);
+    if let Some(u) = user {
+        b = b.header(
+            "authorization",
+            client::basic(u, support::gateway::PLATFORM_PW),
+        );
+    }
+    let resp = client::plain()
+        .request(
+            b.body(client::bytes(
+                r#"{"service_id":"s","plan_id":"p","parameters":{"db_password":"acme-secret"}}"#
+                    .to_string(),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_records_even_under_a_reused_id() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = TestGateway::start(
+        &TWO_TENANTS.replace("{URL}", &b.url("")),
+        Options {
+            tables: "[secrets]\nkey_file = \"secret.key\"\n[capture]\nflush_interval = \"100ms\"\n"
+                .into(),
+            files: vec![(
+                "secret.key".into(),
+                osb_gateway::config::SecretKey::generate().to_base64(),
+            )],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let inst = "/private/shared/v2/service_instances/i-1";
+    // acme's own platform provisions on acme's broker ...
+    assert_eq!(
+        platform_call(&gw, Some("cf-eu"), "PUT", inst, "acme-own").await,
+        200
+    );
+    // ... globex's platform is refused on it (403), and someone without
+    // credentials tries it (401).
+    assert_eq!(
+        platform_call(&gw, Some("k8s-globex"), "PUT", inst, "globex-refused").await,
+        403
+    );
+    assert_eq!(
+        platform_call(&gw, None, "PUT", inst, "anonymous").await,
+        401
+    );
+    let every = ["acme-own", "globex-refused", "anonymous"];
+    eventually(10, "three records", || async {
+        found(&gw, OPERATOR_TOKEN, "broker=shared").await.len() == 3
+    })
+    .await;
+    // The operator sees all three; acme its own platform's call and the
+    // unauthenticated one on its path; globex's refusal is not written
+    // into acme's logs or its failed instances.
+    let mut ops = found(&gw, OPERATOR_TOKEN, "broker=shared").await;
+    ops.sort();
+    let mut want = every.map(String::from).to_vec();
+    want.sort();
+    assert_eq!(ops, want);
+    let mut acme = found(&gw, ACME_TOKEN, "broker=shared").await;
+    acme.sort();
+    assert_eq!(acme, ["acme-own", "anonymous"]);
+    let (_, failed) = admin_json(&gw, "GET", "/admin/v1/failed-instances", ACME_TOKEN, None).await;
+    assert!(!failed.to_string().contains("globex"), "{failed}");
+
+    // acme deletes its broker: the id stays reserved, for globex and for
+    // an operator registering it for globex alike.
+    let (status, v) = admin_json(&gw, "DELETE", "/admin/v1/brokers/shared", ACME_TOKEN, None).await;
+    assert_eq!(status, 200, "{v}");
+    let again = json!({"id": "shared", "endpoint": b.url(""), "username": "u", "password": "pw-x", "development_mode": true});
+    let (status, v) = admin_json(
+        &gw,
+        "POST",
+        "/admin/v1/brokers",
+        GLOBEX_TOKEN,
+        Some(again.clone()),
+    )
+    .await;
+    assert_eq!(status, 409, "{v}");
+    let mut for_globex = again.clone();
+    for_globex["owner"] = json!("globex");
+    let (status, _) = admin_json(
+        &gw,
+        "POST",
+        "/admin/v1/brokers",
+        OPERATOR_TOKEN,
+        Some(for_globex),
+    )
+    .await;
+    assert_eq!(status, 409);
+    // globex finds nothing of acme's, by any way in: search, the id of a
+    // record, failed instances.
+    assert!(found(&gw, GLOBEX_TOKEN, "broker=shared").await.is_empty());
+    assert!(found(&gw, GLOBEX_TOKEN, "instance_id=i-1").await.is_empty());
+    let (_, page) = admin_json(
+        &gw,
+        "GET",
+        "/admin/v1/logs?broker=shared",
+        OPERATOR_TOKEN,
+        None,
+    )
+    .await;
+    for r in page["records"].as_array().unwrap() {
+        let id = r["id"].as_str().unwrap();
+        let (status, v) = admin_json(
+            &gw,
+            "GET",
+            &format!("/admin/v1/logs/{id}"),
+            GLOBEX_TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{v}");
+        assert!(!v.to_string().contains("acme-secret"));
+    }
+    let (_, failed) =
+        admin_json(&gw, "GET", "/admin/v1/failed-instances", GLOBEX_TOKEN, None).await;
+    assert!(!failed.to_string().contains("i-1"), "{failed}");
+    // acme keeps its history after the delete.
+    assert_eq!(found(&gw, ACME_TOKEN, "broker=shared").await.len(), 2);
+
+    // A deactivation is permanent: delete, register again: refused.
+    let (status, v) = admin_json(&gw, "DELETE", "/admin/v1/brokers/gone", ACME_TOKEN, None).await;
+    assert_eq!(status, 200, "{v}");
+    let mut gone = again;
+    gone["id"] = json!("gone");
+    let (status, v) = admin_json(&gw, "POST", "/admin/v1/brokers", ACME_TOKEN, Some(gone)).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["description"].as_str().unwrap().contains("never reused"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn broker_ids_that_a_path_would_resolve_are_refused() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = gateway(&b).await;
+    for id in [
+        ".",
+        "..",
+        ".hidden",
+        "-rf",
+        "~x",
+        "a/b",
+        "a b",
+        "é",
+        "a\u{1b}[31m",
+        &"a".repeat(129),
+    ] {
+        let (status, text) = register(&gw, &b, id, "name", "n").await;
+        assert_eq!(status, 400, "{id:?}: {text}");
+        assert!(text.contains("id"), "{id:?}: {text}");
+    }
+    let (status, text) = register(&gw, &b, "ok.id-1_x~", "name", "n").await;
+    assert_eq!(status, 201, "{text}");
 }

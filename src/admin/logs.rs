@@ -12,7 +12,8 @@
 //! `>=500`, `<300`, `400-499`, `4xx`), `plan_id`, `instance_id`,
 //! `request_id`, `outcome`; plus `limit` (default 50, at most 1000),
 //! `order` (`newest`, the default, or `oldest`) and `cursor`. An owner
-//! token sees only its customer's brokers' records.
+//! token sees only its customer's records (`CaptureRecord::customer`, fixed
+//! at capture), in searches, show, tail and failed instances alike.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +58,7 @@ fn bad(msg: String) -> Response<ResponseBody> {
 }
 
 /// The criteria of a query string, scoped to what `token` may see.
-fn filter(admin: &Admin, token: &AdminToken, ps: &[(String, String)]) -> Result<Filter, String> {
+fn filter(token: &AdminToken, ps: &[(String, String)]) -> Result<Filter, String> {
     let mut f = Filter::default();
     for (k, v) in ps {
         let v = v.clone();
@@ -81,25 +82,17 @@ fn filter(admin: &Admin, token: &AdminToken, ps: &[(String, String)]) -> Result<
             }
         }
     }
-    f.brokers_in = scope(admin, token);
+    f.customer = scope(token);
     Ok(f)
 }
 
-/// The brokers an owner token may see (`None` for operators).
-fn scope(admin: &Admin, token: &AdminToken) -> Option<Vec<String>> {
+/// The customer whose records an owner token sees (`None` for operators:
+/// all). Records carry their customer from capture on, so the broker ids
+/// a customer has now do not matter.
+fn scope(token: &AdminToken) -> Option<String> {
     match &token.scope {
         TokenScope::Operator => None,
-        TokenScope::Owner(c) => Some(
-            admin
-                .inner
-                .reloader
-                .registry()
-                .brokers
-                .iter()
-                .filter(|b| &b.owner == c)
-                .map(|b| b.id.clone())
-                .collect(),
-        ),
+        TokenScope::Owner(c) => Some(c.clone()),
     }
 }
 
@@ -123,7 +116,7 @@ impl Admin {
         req: &Request<Incoming>,
     ) -> Response<ResponseBody> {
         let ps = params(req.uri().query());
-        let f = match filter(self, token, &ps) {
+        let f = match filter(token, &ps) {
             Ok(f) => f,
             Err(e) => return bad(e),
         };
@@ -178,7 +171,7 @@ impl Admin {
         let Ok(uuid) = uuid::Uuid::parse_str(id) else {
             return not_found();
         };
-        match self.inner.logs.get(uuid, scope(self, token)).await {
+        match self.inner.logs.get(uuid, scope(token)).await {
             Ok(Some(r)) => json_response(StatusCode::OK, record_json(&r)),
             Ok(None) => not_found(),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable", &e),
@@ -215,12 +208,7 @@ impl Admin {
         match self
             .inner
             .logs
-            .instance_problems(
-                broker,
-                scope(self, token),
-                now,
-                stuck_after.as_micros() as i64,
-            )
+            .instance_problems(broker, scope(token), now, stuck_after.as_micros() as i64)
             .await
         {
             Ok(list) => {
@@ -251,7 +239,7 @@ impl Admin {
         req: &Request<Incoming>,
     ) -> Response<ResponseBody> {
         let ps = params(req.uri().query());
-        let f = match filter(self, token, &ps) {
+        let f = match filter(token, &ps) {
             Ok(f) => f,
             Err(e) => return bad(e),
         };

@@ -200,13 +200,13 @@ impl Admin {
             .into_iter()
             .filter(|(r, _)| match &token.scope {
                 TokenScope::Operator => true,
-                TokenScope::Owner(c) => &r.owner == c,
+                TokenScope::Owner(c) => *r.owner == **c,
             })
             .map(|(r, approved)| {
                 json!({
                     "broker": &*r.broker,
                     "location": &*r.location,
-                    "owner": r.owner,
+                    "owner": &*r.owner,
                     "endpoint": r.endpoint.url(),
                     "approved": approved,
                     "development_mode": r.development_mode,

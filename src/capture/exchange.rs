@@ -66,6 +66,8 @@ pub struct Routing {
     pub location: String,
     /// Broker from the URL.
     pub broker: String,
+    /// Whose logs the exchange belongs to (see `CaptureRecord::customer`).
+    pub customer: Option<Arc<str>>,
     /// Upstream URL, once routed.
     pub upstream_url: String,
     /// Request headers (as forwarded, or as received); empty when not capturing.
@@ -317,6 +319,7 @@ impl Drop for Exchange {
             platform: routing.platform.as_deref().unwrap_or("").to_string(),
             location: routing.location,
             broker: routing.broker,
+            customer: routing.customer,
             upstream_url: routing.upstream_url,
             method: self.method.clone(),
             path: std::mem::take(&mut self.path),

@@ -83,6 +83,9 @@ pub struct RawExchange {
     pub location: String,
     /// Broker id from the URL.
     pub broker: String,
+    /// Whose logs the exchange belongs to (see `CaptureRecord::customer`);
+    /// `None`: the operator's only. Shared, so the proxy copies no text.
+    pub customer: Option<std::sync::Arc<str>>,
     /// Upstream URL (no credentials: endpoints cannot carry them).
     pub upstream_url: String,
     /// Request method.
@@ -255,6 +258,7 @@ impl RawExchange {
             platform: self.platform,
             location: self.location,
             broker: self.broker,
+            customer: self.customer.as_deref().unwrap_or_default().to_string(),
             upstream_url: self.upstream_url,
             method: self.method.to_string(),
             path: self.path,

@@ -186,16 +186,38 @@ impl Proxy {
         target: Result<Target, ProxyError>,
         routing: &mut Routing,
     ) -> Result<(Arc<Route>, usize), ProxyError> {
-        let platform = self
+        // NB: a refused exchange goes into the broker owner's logs only
+        // where the owner needs it to debug a connection: calls on its path
+        // that did not authenticate, and its own customer's platforms. A
+        // platform of another customer refused on it is the operator's
+        // business (it was written into the owner's logs and failed
+        // instances). Forwarded exchanges are the owner's.
+        let owner = target.as_ref().ok().and_then(|t| table.owner_of(&t.broker));
+        let authenticated = self
             .inner
             .auth
             .authenticate(table, req.headers().get(header::AUTHORIZATION))
-            .await?;
+            .await;
+        let platform = match authenticated {
+            Ok(p) => p,
+            Err(e) => {
+                if let Ok(t) = &target {
+                    routing.location.clone_from(&t.location);
+                    routing.broker.clone_from(&t.broker);
+                }
+                routing.customer = owner.map(Arc::from);
+                return Err(e);
+            }
+        };
         routing.platform = Some(platform.id.clone());
+        if owner == Some(platform.customer.as_str()) {
+            routing.customer = owner.map(Arc::from);
+        }
         let target = target?;
         routing.location = target.location;
         routing.broker = target.broker;
         let route = table.lookup(&platform, &routing.location, &routing.broker)?;
+        routing.customer = Some(route.owner.clone());
         Ok((route.clone(), target.offset))
     }
 

@@ -28,6 +28,12 @@ pub struct RegistryFile {
     /// Registered brokers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerFile>,
+    /// Ids of deleted brokers: never registered again, so a new
+    /// registration (another customer's, say) never shares an old one's
+    /// id, and a deactivation cannot be undone by deleting and
+    /// registering again. Written by the admin API on delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_broker_ids: Vec<String>,
 }
 
 /// `[[platforms]]`

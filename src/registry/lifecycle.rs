@@ -157,7 +157,12 @@ pub fn register(
     };
     if reg.brokers.iter().any(|b| b.id == id) {
         return Err(ChangeError::Conflict(format!(
-            "a broker with id {id:?} already exists; ids are unique and never reused while the broker exists"
+            "a broker with id {id:?} already exists; ids are unique and never reused"
+        )));
+    }
+    if reg.retired_broker_ids.contains(&id) {
+        return Err(ChangeError::Conflict(format!(
+            "the broker id {id:?} belonged to a deleted broker; ids are never reused, so no registration sees another's logs or undoes a deactivation"
         )));
     }
     for (field, v) in [
@@ -447,6 +452,9 @@ pub fn delete(reg: &mut RegistryFile, actor: Actor<'_>, id: &str) -> Result<(), 
         )));
     }
     reg.brokers.retain(|b| b.id != id);
+    if !reg.retired_broker_ids.iter().any(|r| r == id) {
+        reg.retired_broker_ids.push(id.to_string());
+    }
     Ok(())
 }
 

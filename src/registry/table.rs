@@ -75,7 +75,7 @@ pub struct Route {
     /// Captures redact `parameters` for this broker.
     pub redact_parameters: bool,
     /// The customer that owns the broker.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// The broker is deactivated: the gateway answers the catalog itself
     /// (no services) and refuses new provisions.
     pub deactivated: bool,
@@ -207,6 +207,11 @@ impl RouteTable {
     /// Salt for the verified-password cache digests (new per table).
     pub fn cache_salt(&self) -> &[u8; 16] {
         &self.cache_salt
+    }
+
+    /// The customer that owns broker `id`, if it exists.
+    pub fn owner_of(&self, id: &str) -> Option<&str> {
+        self.brokers.get(id).map(|b| b.owner.as_str())
     }
 
     /// The route for `platform` calling `/{location}/{broker}/v2/...`.

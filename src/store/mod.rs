@@ -69,14 +69,15 @@ impl LogStore {
         }
     }
 
-    /// The whole record `id`, if it exists and `brokers_in` (a scope) allows it.
+    /// The whole record `id`, if it exists and belongs to `customer` (a
+    /// scope; `None`: any).
     ///
     /// # Errors
     /// The store could not be read.
     pub async fn get(
         &self,
         id: Uuid,
-        brokers_in: Option<Vec<String>>,
+        customer: Option<String>,
     ) -> Result<Option<CaptureRecord>, ReadError> {
         let found = match self {
             LogStore::Local(dir) => {
@@ -85,7 +86,7 @@ impl LogStore {
             }
             LogStore::ClickHouse(ch) => ch.get(id).await?,
         };
-        Ok(found.filter(|r| brokers_in.is_none_or(|bs| bs.contains(&r.broker))))
+        Ok(found.filter(|r| customer.is_none_or(|c| !c.is_empty() && c == r.customer)))
     }
 
     /// Instances whose latest operation failed, or has been in progress for
@@ -96,7 +97,7 @@ impl LogStore {
     pub async fn instance_problems(
         &self,
         broker: Option<String>,
-        brokers_in: Option<Vec<String>>,
+        customer: Option<String>,
         now_us: i64,
         stuck_after_us: i64,
     ) -> Result<Vec<InstanceProblem>, ReadError> {
@@ -104,11 +105,11 @@ impl LogStore {
             LogStore::Local(dir) => {
                 let dir = dir.clone();
                 blocking(move || {
-                    local::reader::latest(&dir, broker.as_deref(), brokers_in.as_deref())
+                    local::reader::latest(&dir, broker.as_deref(), customer.as_deref())
                 })
                 .await?
             }
-            LogStore::ClickHouse(ch) => ch.latest(broker, brokers_in).await?,
+            LogStore::ClickHouse(ch) => ch.latest(broker, customer).await?,
         };
         Ok(query::instance_problems(ops, polls, now_us, stuck_after_us))
     }

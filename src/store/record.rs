@@ -29,6 +29,11 @@ pub struct CaptureRecord {
     pub location: String,
     /// Broker id from the URL.
     pub broker: String,
+    /// The customer that owns the broker, fixed when the exchange is
+    /// captured (empty for refusals that are the operator's business
+    /// only, and in records of gateways before 2026-12): owners see the
+    /// records of their own customer, whatever the broker id.
+    pub customer: String,
     /// Upstream URL called (empty when none).
     pub upstream_url: String,
     /// HTTP method.

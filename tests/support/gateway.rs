@@ -17,6 +17,8 @@ pub const PLATFORM_PW: &str = "platform-pw";
 pub const OPERATOR_TOKEN: &str = "osbgw_test_operator_token";
 /// Admin token owned by customer "acme" in every test gateway.
 pub const ACME_TOKEN: &str = "osbgw_test_acme_owner_token";
+/// Admin token owned by customer "globex" in every test gateway.
+pub const GLOBEX_TOKEN: &str = "osbgw_test_globex_owner_token";
 
 /// The broker password tests put in `env:BROKER_PW`.
 pub const BROKER_PW: &str = "broker-pw-Zq9";
@@ -75,9 +77,10 @@ impl TestGateway {
         }
         if !opts.tables.contains("[admin]") {
             gw.push_str(&format!(
-                "\n[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"operator\"\n[[admin.tokens]]\nname = \"acme-owner\"\nsha256 = \"{}\"\nrole = \"owner\"\ncustomer = \"acme\"\n",
+                "\n[admin]\naddress = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"operator\"\n[[admin.tokens]]\nname = \"acme-owner\"\nsha256 = \"{}\"\nrole = \"owner\"\ncustomer = \"acme\"\n[[admin.tokens]]\nname = \"globex-owner\"\nsha256 = \"{}\"\nrole = \"owner\"\ncustomer = \"globex\"\n",
                 osb_gateway::config::credentials::token_sha256_hex(OPERATOR_TOKEN),
                 osb_gateway::config::credentials::token_sha256_hex(ACME_TOKEN),
+                osb_gateway::config::credentials::token_sha256_hex(GLOBEX_TOKEN),
             ));
         }
         if !opts.tables.contains("[registry]") {

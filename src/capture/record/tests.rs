@@ -18,6 +18,7 @@ fn raw(method: &str, osb_path: &str, query: &str, req: &str, resp: &str) -> RawE
         platform: "cf".into(),
         location: "eu".into(),
         broker: "pg".into(),
+        customer: Some("acme".into()),
         upstream_url: "https://b.example".into(),
         method: method.parse().unwrap(),
         path: format!("/eu/pg{osb_path}"),

@@ -21,9 +21,11 @@ use crate::registry::file::{BrokerFile, EndpointFile, RegistryFile};
 use crate::registry::{RegistryError, RegistryErrors};
 use crate::upstream::{ClientFactory, Trust};
 
-/// Allowed in ids and location names: RFC 3986 unreserved characters.
+/// Allowed in ids and location names: RFC 3986 unreserved characters,
+/// starting with a letter or digit (so never `.` or `..`, which a path
+/// would resolve, nor an option-like `-x`), at most 128.
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
+    s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && s.len() <= 128
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
@@ -71,7 +73,7 @@ impl RouteTable {
                     "registry",
                     field,
                     l,
-                    "location names use only letters, digits, '-', '.', '_' and '~'",
+                    "location names start with a letter or digit and use only letters, digits, '-', '.', '_' and '~' (at most 128)",
                 );
             } else if !locations.insert(l.clone()) {
                 errs.push("registry", field, l, "duplicate location");
@@ -88,7 +90,7 @@ impl RouteTable {
                     &obj,
                     f("id"),
                     &p.id,
-                    "platform ids use only letters, digits, '-', '.', '_' and '~'",
+                    "platform ids start with a letter or digit and use only letters, digits, '-', '.', '_' and '~' (at most 128)",
                 );
             } else if !platform_ids.insert(p.id.clone()) {
                 errs.push(&obj, f("id"), &p.id, "duplicate platform id");
@@ -168,7 +170,7 @@ impl RouteTable {
                     &obj,
                     format!("brokers[{i}].id"),
                     &b.id,
-                    "broker ids use only letters, digits, '-', '.', '_' and '~'",
+                    "broker ids start with a letter or digit and use only letters, digits, '-', '.', '_' and '~' (at most 128)",
                 );
             } else if brokers.contains_key(&b.id) {
                 errs.push(
@@ -176,6 +178,13 @@ impl RouteTable {
                     format!("brokers[{i}].id"),
                     &b.id,
                     "duplicate broker id",
+                );
+            } else if reg.retired_broker_ids.contains(&b.id) {
+                errs.push(
+                    &obj,
+                    format!("brokers[{i}].id"),
+                    &b.id,
+                    "this id belonged to a deleted broker (retired_broker_ids) and is never reused",
                 );
             }
             if b.owner.is_empty() {
@@ -474,7 +483,7 @@ fn build_route(
         broker: broker.id.as_str().into(),
         location: location.into(),
         redact_parameters: broker.redact_parameters,
-        owner: broker.owner.clone(),
+        owner: broker.owner.as_str().into(),
         endpoint,
         username: e.username.clone(),
         password_source: source.masked(),

@@ -65,6 +65,7 @@ fn registry() -> RegistryFile {
                 publication("global", "https://global.example", true),
             ],
         }],
+        retired_broker_ids: Vec::new(),
     }
 }
 

@@ -82,7 +82,7 @@ impl ClickHouseReader {
             instance_id,
             request_id,
             outcome,
-            brokers_in,
+            customer,
         } = f;
         if let Some(b) = *before_us {
             // NB: the DateTime bound lets ClickHouse skip whole partitions.
@@ -117,12 +117,10 @@ impl ClickHouseReader {
             sql.and("status >= ?", Bind::U(st.min));
             sql.and("status <= ?", Bind::U(st.max));
         }
-        match brokers_in {
-            // NB: an empty scope (an owner with no broker) matches nothing;
-            // bound as `[]` it is an Array(Nothing), which 18.16's `has`
-            // refuses (code 43), so it is spelled out.
-            Some(bs) if bs.is_empty() => sql.text.push_str(" AND 0 = 1"),
-            Some(bs) => sql.and("has(?, broker)", Bind::L(bs.clone())),
+        match customer {
+            // NB: an empty customer is nobody's scope: it matches nothing.
+            Some(c) if c.is_empty() => sql.text.push_str(" AND 0 = 1"),
+            Some(c) => sql.and("customer = ?", Bind::S(c.clone())),
             None => {}
         }
         sql
@@ -230,11 +228,11 @@ impl ClickHouseReader {
     pub(crate) async fn latest(
         &self,
         broker: Option<String>,
-        brokers_in: Option<Vec<String>>,
+        customer: Option<String>,
     ) -> Result<Latest, ReadError> {
         let f = query::Filter {
             broker,
-            brokers_in,
+            customer,
             ..Default::default()
         };
         let ops = INSTANCE_OPERATIONS

@@ -97,14 +97,14 @@ pub(crate) fn search(dir: &Path, s: &Search) -> Result<Page, ReadError> {
 pub(crate) fn latest(
     dir: &Path,
     broker: Option<&str>,
-    brokers_in: Option<&[String]>,
+    customer: Option<&str>,
 ) -> Result<Latest, ReadError> {
     let mut ops: HashMap<(String, String), Summary> = HashMap::new();
     let mut polls: HashMap<(String, String), Summary> = HashMap::new();
     scan(dir, false, |r| {
         if r.instance_id.is_empty()
             || broker.is_some_and(|b| b != r.broker)
-            || brokers_in.is_some_and(|bs| !bs.contains(&r.broker))
+            || customer.is_some_and(|c| c.is_empty() || c != r.customer)
         {
             return true;
         }

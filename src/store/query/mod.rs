@@ -180,8 +180,11 @@ pub struct Filter {
     pub request_id: Option<String>,
     /// Outcome (`ok`, `broker_error`, `rejected`, ...).
     pub outcome: Option<String>,
-    /// Only these brokers (an owner token's scope); `None`: all.
-    pub brokers_in: Option<Vec<String>>,
+    /// Only this customer's records (an owner token's scope, matched on
+    /// the record's `customer`, fixed at capture: a broker id deleted and
+    /// registered again by someone else does not carry its old records
+    /// along); `None`: all. An empty customer matches nothing.
+    pub customer: Option<String>,
 }
 
 impl Filter {
@@ -200,7 +203,7 @@ impl Filter {
             instance_id,
             request_id,
             outcome,
-            brokers_in,
+            customer,
         } = self;
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         before_us.is_none_or(|b| r.received_at_us <= b)
@@ -214,7 +217,9 @@ impl Filter {
             && eq(instance_id, &r.instance_id)
             && eq(request_id, &r.request_id)
             && eq(outcome, &r.outcome)
-            && brokers_in.as_ref().is_none_or(|bs| bs.contains(&r.broker))
+            && customer
+                .as_deref()
+                .is_none_or(|c| !c.is_empty() && c == r.customer)
     }
 }
 
