@@ -192,6 +192,7 @@ impl Gateway {
         let opts = server::ServeOptions {
             tls,
             header_read_timeout: cfg.header_read_timeout,
+            limits: cfg.connections,
             grace: cfg.shutdown_grace,
             on_grace_over: Some({
                 let tx = capture.tx();
@@ -234,6 +235,7 @@ impl Gateway {
             let opts = server::ServeOptions {
                 tls: admin_tls,
                 header_read_timeout: cfg.header_read_timeout,
+                limits: cfg.connections,
                 grace: cfg.shutdown_grace,
                 on_grace_over: None,
             };

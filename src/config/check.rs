@@ -12,8 +12,8 @@ use super::duration::opt_duration;
 use super::file::{AdminFile, CaptureFile, GatewayFile};
 use super::{
     AdminConfig, AdminToken, CaptureConfig, ClickHouseConfig, ConfigError, ConfigErrors,
-    GatewayConfig, LocalStoreConfig, LogFormat, Mode, PoolSettings, RegistrySource, SecretKey,
-    Timeouts, TlsFiles, TokenScope, SECRET_KEY_ENV,
+    ConnectionLimits, GatewayConfig, LocalStoreConfig, LogFormat, Mode, PoolSettings,
+    RegistrySource, SecretKey, Timeouts, TlsFiles, TokenScope, SECRET_KEY_ENV,
 };
 
 /// The problems found so far.
@@ -389,6 +389,31 @@ impl GatewayFile {
             &self.listen.header_read_timeout,
             Duration::from_secs(30),
         );
+        let dl = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            keepalive_timeout: dur(
+                &mut c,
+                "listen.keepalive_timeout",
+                &self.listen.keepalive_timeout,
+                dl.keepalive_timeout,
+            ),
+            max: c.or(
+                positive(
+                    "listen.max_connections",
+                    self.listen.max_connections,
+                    dl.max,
+                ),
+                dl.max,
+            ),
+            max_per_client: c.or(
+                positive(
+                    "listen.max_connections_per_client",
+                    self.listen.max_connections_per_client,
+                    dl.max_per_client,
+                ),
+                dl.max_per_client,
+            ),
+        };
         let registry_watch = match self.registry.watch {
             Some(false) => None,
             _ => Some(dur(
@@ -496,6 +521,7 @@ impl GatewayFile {
             pool,
             shutdown_grace,
             header_read_timeout,
+            connections,
             log_format,
             log_level: self.log.level.unwrap_or_else(|| "info".into()),
             data_dir: base.join(self.data_dir.as_deref().unwrap_or("data")),

@@ -159,8 +159,16 @@ pub struct ListenFile {
     pub tls_cert: Option<String>,
     /// PEM private key.
     pub tls_key: Option<String>,
-    /// Limit on a platform's TLS handshake plus request headers.
+    /// Limit from accept to a connection's first request headers (TLS
+    /// handshake, protocol detection, HTTP/2 preface included), and on
+    /// reading each request's headers.
     pub header_read_timeout: Option<String>,
+    /// A connection with no request in flight is closed after this long.
+    pub keepalive_timeout: Option<String>,
+    /// Connections open at once, all clients together.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address.
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// `[registry]`

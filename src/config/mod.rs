@@ -254,6 +254,28 @@ pub struct ClickHouseConfig {
     pub retention_days: Option<u32>,
 }
 
+/// How many connections the listeners keep, and for how long idle ones
+/// (`[listen]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A connection with no request in flight is closed after this long.
+    pub keepalive_timeout: Duration,
+    /// Connections open at once, all clients together.
+    pub max: usize,
+    /// Connections open at once from one client address.
+    pub max_per_client: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            keepalive_timeout: Duration::from_secs(75),
+            max: 10_000,
+            max_per_client: 1_000,
+        }
+    }
+}
+
 /// `[capture.local]`: the embedded store used when no ClickHouse is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalStoreConfig {
@@ -346,6 +368,8 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     /// Longest a platform may take for its TLS handshake and request headers.
     pub header_read_timeout: Duration,
+    /// Connection limits of both listeners.
+    pub connections: ConnectionLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` syntax), overridden by `RUST_LOG`.

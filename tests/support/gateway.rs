@@ -46,6 +46,8 @@ pub struct Options {
     pub top: String,
     /// Extra tables for gateway.toml.
     pub tables: String,
+    /// Extra keys of gateway.toml's `[listen]` table.
+    pub listen: String,
     /// Files written into the gateway's directory before it starts.
     pub files: Vec<(String, String)>,
 }
@@ -64,6 +66,8 @@ impl TestGateway {
         }
         gw.push_str(&opts.top);
         gw.push_str("\n[listen]\naddress = \"127.0.0.1:0\"\n");
+        gw.push_str(&opts.listen);
+        gw.push('\n');
         let ca = if opts.tls {
             let ca = TestCa::new("gateway test CA");
             ca.issue().write(dir.path(), "gateway");

@@ -3,8 +3,13 @@
 //! HTTP/2 through hyper-util's auto builder, and graceful shutdown (stop
 //! accepting, let requests in flight finish within a bound).
 //!
+//! Connection limits (caps, the first-request deadline, the keep-alive
+//! idle timeout) are in `limits`.
+//!
 //! Arrows: uses `body` and `config`; `lib.rs` starts one [`serve`] per
 //! listener with a [`Handler`] (`proxy::Proxy`, `admin::Admin`).
+
+mod limits;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +26,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxError;
-use crate::config::TlsFiles;
+use crate::config::{ConnectionLimits, TlsFiles};
+use limits::{Admission, Tracked, Verdict};
 
 /// Builds the TLS acceptor for a listener.
 ///
@@ -81,8 +87,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
 pub struct ServeOptions {
     /// TLS, or `None` for plain text (development mode only; checked by config).
     pub tls: Option<TlsAcceptor>,
-    /// Limit on the TLS handshake and on reading request headers.
+    /// Limit from accept to the first request's headers (TLS handshake,
+    /// protocol detection, HTTP/2 preface), and on reading each request's
+    /// headers.
     pub header_read_timeout: Duration,
+    /// Caps and the keep-alive idle timeout.
+    pub limits: ConnectionLimits,
     /// How long requests in flight get after shutdown begins.
     pub grace: Duration,
     /// Called when the grace period is over, just before the connections
@@ -116,55 +126,100 @@ pub async fn serve<H: Handler>(
     // are recorded) before the capture pipeline stops, not when the
     // runtime is dropped after it.
     let mut connections = tokio::task::JoinSet::new();
+    let admission = Admission::new(opts.limits);
+    let keepalive = opts.limits.keepalive_timeout;
+    let mut accept_errors: (u64, Duration) = (0, Duration::ZERO);
+    let accept_warned = std::sync::Mutex::new(None);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // NB: EMFILE and friends: back off (50 ms doubling to 1 s)
+                    // instead of spinning, and say so every 10 s at most.
+                    accept_errors.0 += 1;
+                    accept_errors.1 = (accept_errors.1 * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                    if limits::due(&accept_warned) {
+                        tracing::warn!(error = %e, failures = accept_errors.0, backoff = ?accept_errors.1, "accept failed");
+                    }
+                    tokio::time::sleep(accept_errors.1).await;
                     continue;
                 }
             },
             _ = stopped(&mut shutdown) => break,
         };
+        accept_errors.1 = Duration::ZERO;
+        let Some(admitted) = admission.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
+        let accepted = tokio::time::Instant::now();
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let handler = handler.clone();
         let tls = opts.tls.clone();
-        let handshake_timeout = opts.header_read_timeout;
+        let first_deadline = accepted + opts.header_read_timeout;
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            let svc = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler.call(req).await) }
-            });
-            let result = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = builder
-                                .serve_connection(TokioIo::new(tls_stream), svc)
-                                .into_owned();
-                            watcher.watch(conn).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
+            let _admitted = admitted;
+            let activity = limits::Activity::new();
+            let svc = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    let handler = handler.clone();
+                    let request = activity.begin();
+                    async move {
+                        let resp = handler.call(req).await;
+                        Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, request)))
+                    }
+                })
+            };
+            // NB: one deadline from accept to the first request: the TLS
+            // handshake gets what is left of it, and the watchdog below
+            // closes a connection that sends no request headers by then
+            // (after a handshake, mid-preface, or on plain TCP alike).
+            let watched = async {
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout_at(first_deadline, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls_stream)) => {
+                                let conn = builder
+                                    .serve_connection(TokioIo::new(tls_stream), svc)
+                                    .into_owned();
+                                watcher.watch(conn).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
                         }
                     }
+                    None => {
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .into_owned();
+                        watcher.watch(conn).await
+                    }
                 }
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    watcher.watch(conn).await
+            };
+            tokio::pin!(watched);
+            let result = loop {
+                let wake = match activity.check(first_deadline, keepalive) {
+                    Verdict::Wait(t) => t,
+                    Verdict::Close(why) => {
+                        tracing::debug!(%peer, why, "connection closed");
+                        break Ok(());
+                    }
+                };
+                tokio::select! {
+                    r = &mut watched => break r,
+                    _ = tokio::time::sleep_until(wake) => {}
                 }
             };
             if let Err(e) = result {
