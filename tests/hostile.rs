@@ -702,3 +702,146 @@ async fn one_client_cannot_take_every_connection() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(catalog_from(&gw, "127.0.0.1").await.contains(" 200 "));
 }
+
+/// A catalog request from `source` as `user`:`password` over a fresh
+/// connection: the status and the `Retry-After` header, if any.
+async fn login(
+    gw: &TestGateway,
+    source: &str,
+    user: &str,
+    password: &str,
+) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(gw.addr).await.unwrap();
+    let auth = client::basic(user, password);
+    s.write_all(
+        format!(
+            "GET /private/pg/v2/catalog HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            auth.to_str().unwrap()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let retry = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("retry-after: ")
+            .map(str::to_string)
+    });
+    (status, retry)
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled_and_never_delays_a_verified_platform() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = gateway(&b).await;
+    let pw = support::gateway::PLATFORM_PW;
+    assert_eq!(login(&gw, "127.0.0.1", "cf-eu", pw).await.0, 200, "warm");
+    // Guesses in a row from one address: a burst, then 429 before argon2.
+    let mut statuses = Vec::new();
+    for i in 0..15 {
+        let (status, retry) = login(&gw, "127.0.0.1", "cf-eu", &format!("guess-{i}")).await;
+        if status == 429 {
+            assert!(retry.is_some_and(|r| r.parse::<u64>().is_ok_and(|s| s >= 1)));
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+    // The platform whose password is verified is served at once, from the
+    // same address.
+    assert_eq!(login(&gw, "127.0.0.1", "cf-eu", pw).await.0, 200);
+    // Guesses sent all at once, from one address under made-up names: as
+    // limited as guesses in a row (a try counts before it is verified).
+    let flood: Vec<_> = (0..100)
+        .map(|i| {
+            let gw = &gw;
+            async move { login(gw, "127.0.0.7", &format!("nobody-{i}"), "x").await.0 }
+        })
+        .collect();
+    let flood = futures_util::future::join_all(flood).await;
+    assert!(
+        flood.iter().filter(|s| **s == 401).count() <= 10,
+        "at most a burst reaches argon2: {flood:?}"
+    );
+    assert!(
+        flood.iter().all(|s| [401, 429, 503].contains(s)),
+        "{flood:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_verification_queue_answers_503_at_once() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = gateway(&b).await;
+    let pw = support::gateway::PLATFORM_PW;
+    assert_eq!(login(&gw, "127.0.0.1", "cf-eu", pw).await.0, 200, "warm");
+    // 40 addresses, 8 guesses each, all at once: more than the queue holds.
+    let flood: Vec<_> = (0..320)
+        .map(|i| {
+            let gw = &gw;
+            async move {
+                let ip = format!("127.0.2.{}", i / 8 + 1);
+                login(gw, &ip, &format!("nobody-{i}"), "x").await
+            }
+        })
+        .collect();
+    let flood_done = std::sync::atomic::AtomicBool::new(false);
+    let flood = async {
+        let r = futures_util::future::join_all(flood).await;
+        flood_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    };
+    // The verified platform, meanwhile: answered before the flood is.
+    let verified = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let status = login(&gw, "127.0.0.1", "cf-eu", pw).await.0;
+        (status, flood_done.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let (flood, (status, flood_was_done)) = tokio::join!(flood, verified);
+    assert_eq!(status, 200);
+    assert!(
+        !flood_was_done,
+        "the verified platform waited behind the guesses"
+    );
+    let busy: Vec<_> = flood.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(
+        !busy.is_empty(),
+        "{:?}",
+        flood.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+    assert!(busy.iter().all(|(_, r)| r.as_deref() == Some("1")));
+    assert!(flood.iter().all(|(s, _)| [401, 503].contains(s)));
+}
+
+#[tokio::test]
+async fn a_platform_opening_many_connections_at_once_is_not_throttled() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = gateway(&b).await;
+    let pw = support::gateway::PLATFORM_PW;
+    // A cold cache, 50 connections at once: one verification, the others
+    // find it verified, and none takes a try from the throttle.
+    let all: Vec<_> = (0..50)
+        .map(|_| login(&gw, "127.0.0.9", "cf-eu", pw))
+        .collect();
+    let all = futures_util::future::join_all(all).await;
+    assert!(all.iter().all(|(s, _)| *s == 200), "{all:?}");
+}

@@ -337,7 +337,11 @@ fn text(status: StatusCode, body: String) -> Response<ResponseBody> {
 impl Handler for Admin {
     type Body = ResponseBody;
 
-    async fn call(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn call(
+        &self,
+        req: Request<Incoming>,
+        _client: std::net::IpAddr,
+    ) -> Response<ResponseBody> {
         self.route(req).await
     }
 }

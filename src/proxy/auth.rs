@@ -6,8 +6,13 @@
 //! it takes no lock. A miss runs argon2 on the blocking pool, at most
 //! `max_concurrent` at a time, so wrong passwords cannot starve the reactor.
 //! Unknown user names are verified against a dummy hash so that they take as
-//! long as wrong passwords.
+//! long as wrong passwords. Before argon2, failures are throttled per client
+//! address and per user name (`throttle`), and at most [`MAX_WAITING`]
+//! verifications wait for a turn: past that the answer is 503 with
+//! `Retry-After`, at once.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -17,12 +22,28 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use super::error::ProxyError;
+use super::throttle::Throttle;
 use crate::config::credentials::{verify_password, DUMMY_HASH};
 use crate::registry::{Platform, RouteTable};
+
+/// Verifications that may wait for an argon2 turn (about a second of
+/// work on two cores at 28 ms each); more are answered 503 at once.
+pub const MAX_WAITING: usize = 64;
 
 /// Verifies platform credentials.
 pub struct Authenticator {
     slow_path: Semaphore,
+    waiting: AtomicUsize,
+    throttle: Throttle,
+}
+
+/// Gives a place in the verification queue back.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Authenticator {
@@ -30,18 +51,23 @@ impl Authenticator {
     pub fn new(max_concurrent: usize) -> Self {
         Authenticator {
             slow_path: Semaphore::new(max_concurrent.max(1)),
+            waiting: AtomicUsize::new(0),
+            throttle: Throttle::default(),
         }
     }
 
-    /// The platform whose credentials `header` carries.
+    /// The platform whose credentials `header` carries, sent from `client`.
     ///
     /// # Errors
     /// [`ProxyError::Unauthenticated`] for a missing or malformed header,
-    /// [`ProxyError::BadCredentials`] for an unknown user or wrong password.
+    /// [`ProxyError::BadCredentials`] for an unknown user or wrong password,
+    /// [`ProxyError::Throttled`] when the client or user name failed too
+    /// often, [`ProxyError::Busy`] when the verification queue is full.
     pub async fn authenticate(
         &self,
         table: &RouteTable,
         header: Option<&HeaderValue>,
+        client: IpAddr,
     ) -> Result<Arc<Platform>, ProxyError> {
         let (user, password) = header
             .and_then(parse_basic)
@@ -59,6 +85,13 @@ impl Authenticator {
         if cached(&platform) {
             return Ok(platform.expect("cached implies a platform"));
         }
+        let throttled = |retry_after| ProxyError::Throttled { retry_after };
+        self.throttle.check(client, &user).map_err(throttled)?;
+        if self.waiting.fetch_add(1, Relaxed) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Err(ProxyError::Busy);
+        }
+        let waiting = Waiting(&self.waiting);
         let hash = platform
             .as_ref()
             .map(|p| p.password_hash.clone())
@@ -68,17 +101,24 @@ impl Authenticator {
             .acquire()
             .await
             .map_err(|_| ProxyError::Internal("authenticator closed".into()))?;
+        drop(waiting);
         // NB: requests that queued behind the first check of the same
         // credentials find them verified now and skip argon2.
         if cached(&platform) {
             return Ok(platform.expect("cached implies a platform"));
         }
+        // NB: the try is taken only now, right before argon2: a platform's
+        // own requests that queued behind its first check found it
+        // verified above and take none, while guesses sent all at once
+        // each take one here and stop at the limit without hashing.
+        self.throttle.begin(client, &user).map_err(throttled)?;
         let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
             .map_err(|e| ProxyError::Internal(format!("password check failed: {e}")))?;
         match platform {
             Some(p) if ok => {
                 p.verified.store(Some(Arc::new(digest)));
+                self.throttle.succeeded(client, &user);
                 Ok(p)
             }
             _ => Err(ProxyError::BadCredentials),

@@ -28,6 +28,15 @@ pub enum ProxyError {
     /// Unknown user or wrong password.
     #[error("invalid platform credentials")]
     BadCredentials,
+    /// Too many failed logins from this client or for this user name.
+    #[error("too many failed logins from this address or for this user name; retry after {}s", retry_after.as_secs())]
+    Throttled {
+        /// When a login will be tried again.
+        retry_after: Duration,
+    },
+    /// The password-verification queue is full.
+    #[error("too many logins are being verified; retry in a second")]
+    Busy,
     /// The path is not `/{location}/{broker_id}/v2/...`.
     #[error("not an OSB path; platforms call /{{location}}/{{broker_id}}/v2/...")]
     NotOsbPath,
@@ -69,6 +78,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Unauthenticated | ProxyError::BadCredentials => StatusCode::UNAUTHORIZED,
+            ProxyError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NotOsbPath => StatusCode::NOT_FOUND,
             ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::Lookup(l) => match l {
@@ -97,6 +108,8 @@ impl ProxyError {
         match self.status() {
             StatusCode::BAD_REQUEST => "BadRequest",
             StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
             StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::GATEWAY_TIMEOUT => "GatewayTimeout",
@@ -110,6 +123,15 @@ impl ProxyError {
         match self {
             ProxyError::Upstream { .. } => ErrorSource::Upstream,
             _ => ErrorSource::Downstream,
+        }
+    }
+
+    /// How long the platform should wait before trying again, if it should.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::Throttled { retry_after } => Some(*retry_after),
+            ProxyError::Busy => Some(Duration::from_secs(1)),
+            _ => None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod throttle;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -114,6 +115,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         req: Request<Incoming>,
+        client: std::net::IpAddr,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let request_id = match req
             .headers()
@@ -138,7 +140,7 @@ impl Proxy {
             ex.operation = osb::classify(req.method(), osb_path).0;
         }
         let ex = Arc::new(ex);
-        Ok(match self.handle_inner(req, target, &ex).await {
+        Ok(match self.handle_inner(req, target, client, &ex).await {
             Ok(resp) => resp,
             Err(err) => error_response(&err, &ex),
         })
@@ -150,13 +152,14 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         target: Result<Target, ProxyError>,
+        client: std::net::IpAddr,
         ex: &Arc<Exchange>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // NB: `load_full` clones the Arc out of the ArcSwap guard, so no guard
         // is held across an await, and this request keeps its snapshot.
         let table = self.inner.routes.load_full();
         let mut routing = Routing::default();
-        let routed = self.route(&table, &req, target, &mut routing).await;
+        let routed = self.route(&table, &req, target, client, &mut routing).await;
         match routed {
             Ok((route, offset)) if !(route.deactivated && answers_deactivated(ex.operation)) => {
                 self.forward(req, offset, route, routing, ex).await
@@ -184,6 +187,7 @@ impl Proxy {
         table: &RouteTable,
         req: &Request<Incoming>,
         target: Result<Target, ProxyError>,
+        client: std::net::IpAddr,
         routing: &mut Routing,
     ) -> Result<(Arc<Route>, usize), ProxyError> {
         // NB: a refused exchange goes into the broker owner's logs only
@@ -196,7 +200,7 @@ impl Proxy {
         let authenticated = self
             .inner
             .auth
-            .authenticate(table, req.headers().get(header::AUTHORIZATION))
+            .authenticate(table, req.headers().get(header::AUTHORIZATION), client)
             .await;
         let platform = match authenticated {
             Ok(p) => p,
@@ -348,6 +352,12 @@ fn error_response(err: &ProxyError, ex: &Exchange) -> Response<ResponseBody> {
             HeaderValue::from_static("Basic realm=\"osb-gateway\", charset=\"UTF-8\""),
         );
     }
+    if let Some(after) = err.retry_after() {
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
     if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
         h.insert(osb::REQUEST_IDENTITY, id);
     }
@@ -363,8 +373,12 @@ fn error_response(err: &ProxyError, ex: &Exchange) -> Response<ResponseBody> {
 impl crate::server::Handler for Proxy {
     type Body = ResponseBody;
 
-    async fn call(&self, req: Request<Incoming>) -> Response<ResponseBody> {
-        match self.handle(req).await {
+    async fn call(
+        &self,
+        req: Request<Incoming>,
+        client: std::net::IpAddr,
+    ) -> Response<ResponseBody> {
+        match self.handle(req, client).await {
             Ok(r) => r,
             Err(never) => match never {},
         }

@@ -76,10 +76,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// The body of its answers.
     type Body: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static;
 
-    /// Answers one request. Never fails: every error is an answer.
+    /// Answers one request from `client` (the peer's address). Never
+    /// fails: every error is an answer.
     fn call(
         &self,
         req: http::Request<hyper::body::Incoming>,
+        client: std::net::IpAddr,
     ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send;
 }
 
@@ -170,7 +172,7 @@ pub async fn serve<H: Handler>(
                     let handler = handler.clone();
                     let request = activity.begin();
                     async move {
-                        let resp = handler.call(req).await;
+                        let resp = handler.call(req, peer.ip()).await;
                         Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, request)))
                     }
                 })
