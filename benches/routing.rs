@@ -7,6 +7,9 @@
 // NB: criterion's macros generate undocumented public items.
 #![allow(missing_docs)]
 
+static NO_POLICY: std::sync::LazyLock<osb_gateway::config::AddressPolicy> =
+    std::sync::LazyLock::new(Default::default);
+
 use std::hint::black_box;
 use std::path::Path;
 
@@ -70,6 +73,7 @@ fn build(reg: &RegistryFile, previous: Option<&RouteTable>) -> RouteTable {
         env: &|_| Some("pw".into()),
         timeouts: Timeouts::default(),
         pool: PoolSettings::default(),
+        policy: &NO_POLICY,
         previous,
         metrics: None,
     };

@@ -244,6 +244,10 @@ impl Gateway {
         } else {
             None
         };
+        // NB: the policy is shared by every clone of the configuration (the
+        // reloader's too), so the routes built from now on see this.
+        cfg.upstream_policy
+            .set_own_listeners(std::iter::once(addr).chain(admin_addr).collect());
         let task = tokio::spawn(server::serve(
             listener,
             proxy::Proxy::new(routes.clone(), capture.tx(), requests.clone()),

@@ -845,3 +845,138 @@ async fn a_platform_opening_many_connections_at_once_is_not_throttled() {
     let all = futures_util::future::join_all(all).await;
     assert!(all.iter().all(|(s, _)| *s == 200), "{all:?}");
 }
+
+/// An admin call as acme over the TLS admin listener (production mode).
+async fn admin_tls(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String) {
+    let addr = gw.handle.as_ref().unwrap().admin_addr.unwrap();
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("https://localhost:{}{path}", addr.port()))
+        .header("authorization", format!("Bearer {ACME_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(client::bytes(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
+        .unwrap();
+    let (r, _) = client::send_tls(addr, &gw.ca.as_ref().unwrap().pem(), false, req).await;
+    (
+        r.status.as_u16(),
+        String::from_utf8_lossy(&r.body).into_owned(),
+    )
+}
+
+/// Registers a development-mode private broker at `endpoint` as acme.
+async fn register_at(gw: &TestGateway, id: &str, endpoint: &str) -> (u16, String) {
+    let body = json!({
+        "id": id, "endpoint": endpoint, "username": "u", "password": "pw-x",
+        "development_mode": true,
+    });
+    admin_tls(gw, "POST", "/admin/v1/brokers", Some(body)).await
+}
+
+#[tokio::test]
+async fn owners_cannot_point_brokers_at_metadata_the_gateway_itself_or_private_networks() {
+    let b = Broker::http(leaky_broker()).await;
+    // Production mode with its default policy (no network allowed).
+    let gw = TestGateway::start(
+        &REGISTRY.replace("{URL}", "https://broker.invalid"),
+        Options {
+            tls: true,
+            tables:
+                "[secrets]\nkey_file = \"secret.key\"\n[upstream]\nprivate_allow_networks = []\n"
+                    .into(),
+            files: vec![(
+                "secret.key".into(),
+                osb_gateway::config::SecretKey::generate().to_base64(),
+            )],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let admin = gw.handle.as_ref().unwrap().admin_addr.unwrap();
+    let loopback = b.url("");
+    for (endpoint, says) in [
+        ("http://169.254.169.254/latest/meta-data", "169.254.0.0/16"),
+        ("http://[::ffff:169.254.169.254]/", "169.254.0.0/16"),
+        ("http://[fe80::1]:80/", "fe80::/10"),
+        ("http://0.0.0.0:80/", "0.0.0.0/8"),
+        (
+            &format!("http://127.0.0.1:{}/", admin.port()),
+            "own listeners",
+        ),
+        (
+            &format!("http://127.0.0.1:{}/", gw.addr.port()),
+            "own listeners",
+        ),
+        (loopback.as_str(), "127.0.0.0/8"),
+        ("http://10.1.2.3:8080/", "10.0.0.0/8"),
+        ("http://192.168.0.1/", "192.168.0.0/16"),
+    ] {
+        let (status, text) = register_at(&gw, "ssrf", endpoint).await;
+        assert_eq!(status, 400, "{endpoint}: {text}");
+        assert!(
+            text.contains(says) && text.contains("endpoint"),
+            "{endpoint}: {text}"
+        );
+    }
+    // A name that resolves to loopback passes validation, and is refused
+    // on what it resolves to when the gateway connects: the broker never
+    // sees a request, and the answer is the gateway's, not the target's.
+    let by_name = loopback.replace("127.0.0.1", "localhost");
+    let (status, text) = register_at(&gw, "by-name", &by_name).await;
+    assert_eq!(status, 201, "{text}");
+    let ca = gw.ca.as_ref().unwrap().pem();
+    let req = Request::get("/private/by-name/v2/catalog")
+        .header("authorization", platform("cf-eu"))
+        .header("x-broker-api-version", "2.17")
+        .body(client::empty())
+        .unwrap();
+    let (resp, _) = client::send_tls(gw.addr, &ca, false, req).await;
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+    let text = String::from_utf8_lossy(&resp.body);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(b.seen().is_empty(), "nothing reached the loopback broker");
+    // The catalog refresh says why, without anything the target answered.
+    let (_, text) = admin_tls(
+        &gw,
+        "POST",
+        "/admin/v1/brokers/by-name/catalog/refresh",
+        None,
+    )
+    .await;
+    assert!(
+        text.contains("refused") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(b.seen().is_empty());
+}
+
+#[tokio::test]
+async fn an_operator_can_open_a_private_network_for_private_registrations() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = TestGateway::start(
+        &REGISTRY.replace("{URL}", &b.url("")),
+        Options {
+            tls: true,
+            tables: "[upstream]\nprivate_allow_networks = [\"127.0.0.0/8\"]\n".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ca = gw.ca.as_ref().unwrap().pem();
+    let req = Request::get("/private/pg/v2/catalog")
+        .header("authorization", platform("cf-eu"))
+        .header("x-broker-api-version", "2.17")
+        .body(client::empty())
+        .unwrap();
+    let (resp, _) = client::send_tls(gw.addr, &ca, false, req).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(b.seen().len(), 1);
+}

@@ -225,8 +225,10 @@ async fn fetch(
             .map_err(|e| format!("reading the catalog: {e}"))?
             .to_bytes();
         if !status.is_success() {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Err(format!("the broker answered {status}: {text}"));
+            return Err(format!(
+                "the broker answered {status}{}",
+                error_detail(&body)
+            ));
         }
         let parsed: CatalogBody = serde_json::from_slice(&body)
             .map_err(|e| format!("the catalog is not valid OSB JSON: {e}"))?;
@@ -527,8 +529,37 @@ impl Catalogs {
     }
 }
 
+/// What of a failed catalog answer is shown (in `last_error`, to the
+/// broker's owner): an OSB error's `description`, cut to 200 characters,
+/// without control characters; never the raw body, which may come from
+/// whatever the endpoint names.
+fn error_detail(body: &[u8]) -> String {
+    let described = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("description")?.as_str().map(str::to_string));
+    match described {
+        Some(d) => {
+            let clean: String = d.chars().filter(|c| !c.is_control()).take(200).collect();
+            format!(": {clean}")
+        }
+        None => format!(" ({} bytes, not an OSB error body)", body.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn failed_catalogs_show_an_osb_description_never_the_raw_body() {
+        assert_eq!(
+            error_detail(br#"{"description":"db \u001b[31mdown","error":"X"}"#),
+            ": db [31mdown"
+        );
+        assert_eq!(
+            error_detail(b"ami-id: secret-metadata"),
+            " (23 bytes, not an OSB error body)"
+        );
+    }
     use super::*;
 
     #[test]

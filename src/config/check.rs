@@ -474,6 +474,42 @@ impl GatewayFile {
             ),
             max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(p.max_idle_per_host),
         };
+        let networks = |c: &mut Checks, field: &str, v: &Option<Vec<String>>, default: &[&str]| {
+            let texts: Vec<String> = match v {
+                Some(v) => v.clone(),
+                None => default.iter().map(|s| s.to_string()).collect(),
+            };
+            texts
+                .iter()
+                .filter_map(|t| {
+                    c.ok(t.trim().parse::<ipnet::IpNet>().map_err(|e| {
+                        ConfigError::new(
+                            field,
+                            t,
+                            format!("expected a network such as \"10.0.0.0/8\" ({e})"),
+                        )
+                    }))
+                })
+                .collect::<Vec<_>>()
+        };
+        let deny_default: &[&str] = match mode {
+            Mode::Production => &super::addresses::PRODUCTION_PRIVATE_DENY,
+            Mode::Development => &[],
+        };
+        let upstream_policy = super::AddressPolicy::new(
+            networks(
+                &mut c,
+                "upstream.private_deny_networks",
+                &u.private_deny_networks,
+                deny_default,
+            ),
+            networks(
+                &mut c,
+                "upstream.private_allow_networks",
+                &u.private_allow_networks,
+                &[],
+            ),
+        );
         let shutdown_grace = dur(
             &mut c,
             "shutdown.grace_period",
@@ -519,6 +555,7 @@ impl GatewayFile {
             secret_key,
             timeouts,
             pool,
+            upstream_policy,
             shutdown_grace,
             header_read_timeout,
             connections,

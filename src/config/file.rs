@@ -205,6 +205,12 @@ pub struct UpstreamFile {
     pub pool_idle_timeout: Option<String>,
     /// Most idle connections per upstream host.
     pub pool_max_idle_per_host: Option<usize>,
+    /// Networks (CIDR) private registrations may not reach (default in
+    /// production mode: loopback and the private ranges; none in
+    /// development mode).
+    pub private_deny_networks: Option<Vec<String>>,
+    /// Networks (CIDR) private registrations may reach although denied.
+    pub private_allow_networks: Option<Vec<String>>,
 }
 
 /// `[shutdown]`

@@ -6,11 +6,14 @@
 //! [`GatewayConfig`], which only holds valid values. Every error names the
 //! field and the value.
 
+pub mod addresses;
 mod check;
 pub mod credentials;
 pub mod duration;
 pub mod file;
 pub mod secret;
+
+pub use addresses::AddressPolicy;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -364,6 +367,8 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     /// Upstream connection pools.
     pub pool: PoolSettings,
+    /// Which addresses upstream connections may reach.
+    pub upstream_policy: AddressPolicy,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Longest a platform may take for its TLS handshake and request headers.

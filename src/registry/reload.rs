@@ -106,6 +106,7 @@ fn build(
         env,
         timeouts: cfg.timeouts,
         pool: cfg.pool,
+        policy: &cfg.upstream_policy,
         previous,
         metrics,
     };

@@ -38,6 +38,8 @@ pub struct BuildContext<'a> {
     pub timeouts: Timeouts,
     /// Upstream pool settings.
     pub pool: PoolSettings,
+    /// Which addresses upstream connections may reach.
+    pub policy: &'a crate::config::AddressPolicy,
     /// Clients of the table serving now, reused for unchanged upstreams.
     pub previous: Option<&'a RouteTable>,
     /// Where routes take their request counters from (kept across reloads);

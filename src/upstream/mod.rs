@@ -6,6 +6,7 @@
 //! as well as registry validation does; only a development-mode private
 //! registration gets [`Trust::Development`].
 
+pub mod address;
 pub mod ca;
 pub mod pool;
 pub mod tls;
@@ -41,10 +42,12 @@ pub struct ClientKey {
     /// `scheme://host:port` of the upstream: one pool per upstream, so a
     /// reload can keep the pools of unchanged upstreams and drop the others.
     origin: String,
+    /// A private registration (see `address`).
+    private: bool,
 }
 
 /// The TLS-enforcing connector behind a client.
-pub type Connector = HttpsConnector<HttpConnector>;
+pub type Connector = HttpsConnector<address::Guarded>;
 
 /// Clients by key, as a built route table holds them.
 pub type Clients = HashMap<ClientKey, Pool>;
@@ -54,16 +57,23 @@ pub type Clients = HashMap<ClientKey, Pool>;
 /// for an upstream that did not change.
 pub struct ClientFactory {
     pool: PoolSettings,
+    policy: crate::config::AddressPolicy,
     previous: Clients,
     clients: Clients,
     tls: HashMap<Trust, rustls::ClientConfig>,
 }
 
 impl ClientFactory {
-    /// A factory with the given pool settings, reusing `previous` clients.
-    pub fn new(pool: PoolSettings, previous: Clients) -> Self {
+    /// A factory with the given pool settings and address policy, reusing
+    /// `previous` clients.
+    pub fn new(
+        pool: PoolSettings,
+        policy: crate::config::AddressPolicy,
+        previous: Clients,
+    ) -> Self {
         ClientFactory {
             pool,
+            policy,
             previous,
             clients: HashMap::new(),
             tls: HashMap::new(),
@@ -93,7 +103,8 @@ impl ClientFactory {
         Ok(cfg)
     }
 
-    /// A connector with `trust`'s TLS rules and `connect_timeout`.
+    /// A connector with `trust`'s TLS rules and `connect_timeout`, behind
+    /// the address policy (for a private registration when `private`).
     ///
     /// # Errors
     /// When the CA bundle cannot be read or used.
@@ -101,6 +112,7 @@ impl ClientFactory {
         &mut self,
         trust: &Trust,
         connect_timeout: Duration,
+        private: bool,
     ) -> Result<Connector, String> {
         let tls_config = self.tls_config(trust)?;
         let mut http = HttpConnector::new();
@@ -108,6 +120,7 @@ impl ClientFactory {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let http = address::Guarded::new(http, self.policy.clone(), private);
         let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config);
         Ok(match trust {
             Trust::Verified { .. } => builder.https_only().enable_http1().wrap_connector(http),
@@ -124,11 +137,13 @@ impl ClientFactory {
         trust: &Trust,
         connect_timeout: Duration,
         origin: &str,
+        private: bool,
     ) -> Result<Pool, String> {
         let key = ClientKey {
             trust: trust.clone(),
             connect_timeout,
             origin: origin.to_string(),
+            private,
         };
         if let Some(c) = self.clients.get(&key) {
             return Ok(c.clone());
@@ -140,7 +155,7 @@ impl ClientFactory {
             self.clients.insert(key, c.clone());
             return Ok(c.clone());
         }
-        let connector = self.connector(trust, connect_timeout)?;
+        let connector = self.connector(trust, connect_timeout, private)?;
         let pool = Pool::new(
             connector,
             origin,

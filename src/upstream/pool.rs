@@ -386,9 +386,13 @@ mod tests {
     #[tokio::test]
     async fn a_pool_of_full_bodies_reuses_its_connection() {
         let (origin, accepted) = echo().await;
-        let connector = ClientFactory::new(PoolSettings::default(), Default::default())
-            .connector(&Trust::Development, Duration::from_secs(1))
-            .unwrap();
+        let connector = ClientFactory::new(
+            PoolSettings::default(),
+            Default::default(),
+            Default::default(),
+        )
+        .connector(&Trust::Development, Duration::from_secs(1), true)
+        .unwrap();
         let pool: Pool<Full<Bytes>> = Pool::new(
             connector,
             &origin,
@@ -427,9 +431,13 @@ mod tests {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = socket.local_addr().unwrap();
-        let connector = ClientFactory::new(PoolSettings::default(), Default::default())
-            .connector(&Trust::Development, Duration::from_secs(1))
-            .unwrap();
+        let connector = ClientFactory::new(
+            PoolSettings::default(),
+            Default::default(),
+            Default::default(),
+        )
+        .connector(&Trust::Development, Duration::from_secs(1), true)
+        .unwrap();
         let pool: Pool<Full<Bytes>> = Pool::new(
             connector,
             &format!("http://{addr}"),

@@ -87,6 +87,12 @@ impl TestGateway {
                 osb_gateway::config::credentials::token_sha256_hex(GLOBEX_TOKEN),
             ));
         }
+        if opts.tls && !opts.tables.contains("[upstream]") {
+            // NB: production mode keeps private registrations off loopback
+            // by default; the test brokers live there, as an operator's
+            // brokers live on a network it allows.
+            gw.push_str("\n[upstream]\nprivate_allow_networks = [\"127.0.0.0/8\"]\n");
+        }
         if !opts.tables.contains("[registry]") {
             // Tests reload explicitly unless they test the watcher.
             gw.push_str("\n[registry]\nwatch = false\n");

@@ -55,6 +55,7 @@ impl RouteTable {
         let mut errs = Problems(Vec::new());
         let mut factory = ClientFactory::new(
             cx.pool,
+            cx.policy.clone(),
             cx.previous.map(|t| t.clients.clone()).unwrap_or_default(),
         );
 
@@ -349,6 +350,22 @@ fn build_route(
         );
     }
     if let Some(ep) = &endpoint {
+        // NB: an IP literal is refused here, with the field named; a name
+        // is checked on what it resolves to when connecting
+        // (upstream::address).
+        let literal = ep.origin().parse::<http::Uri>().ok().and_then(|u| {
+            let ip = u
+                .host()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()?;
+            let port = u.port_u16().unwrap_or(if ep.is_https() { 443 } else { 80 });
+            Some(std::net::SocketAddr::new(ip, port))
+        });
+        if let Some(why) = literal.and_then(|a| cx.policy.refusal(a, is_private)) {
+            errs.push(obj, f("endpoint"), &e.endpoint, why);
+        }
         if !ep.is_https() {
             if !is_private {
                 errs.push(
@@ -445,7 +462,7 @@ fn build_route(
     // NB: a pool needs an origin; a bad endpoint was reported above.
     let client = match endpoint
         .as_ref()
-        .map(|ep| factory.client(&trust, timeouts.connect, ep.origin()))
+        .map(|ep| factory.client(&trust, timeouts.connect, ep.origin(), is_private))
     {
         Some(Ok(c)) => Some(c),
         Some(Err(r)) => {

@@ -1,3 +1,6 @@
+static NO_POLICY: std::sync::LazyLock<crate::config::AddressPolicy> =
+    std::sync::LazyLock::new(Default::default);
+
 use super::*;
 use crate::registry::file::{
     BrokerFile, EndpointFile, PlatformFile, PublicationFile, RegistryFile,
@@ -15,6 +18,7 @@ fn cx<'a>(mode: Mode) -> BuildContext<'a> {
         env: &|n| (n == "BROKER_PW").then(|| "from-env".to_string()),
         timeouts: Timeouts::default(),
         pool: PoolSettings::default(),
+        policy: &NO_POLICY,
         previous: None,
         metrics: None,
     }
