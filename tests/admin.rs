@@ -105,7 +105,7 @@ async fn health_readiness_and_metrics() {
         200
     );
     get(&gw.url("/private/pg/v2/catalog"), Some(platform("cf-eu"))).await;
-    let m = admin("GET", &gw.admin_url("/metrics"), None).await;
+    let m = admin("GET", &gw.admin_url("/metrics"), Some(OPERATOR_TOKEN)).await;
     assert_eq!(m.status, 200);
     assert!(m.headers["content-type"]
         .to_str()
@@ -244,7 +244,7 @@ async fn request_metrics_by_route_operation_and_status_class() {
         get(&gw.url("/private/pg/v2/catalog"), Some(platform("cf-eu"))).await;
     }
     get(&gw.url("/private/nope/v2/catalog"), Some(platform("cf-eu"))).await;
-    let m = admin("GET", &gw.admin_url("/metrics"), None).await;
+    let m = admin("GET", &gw.admin_url("/metrics"), Some(OPERATOR_TOKEN)).await;
     let text = String::from_utf8(m.body.to_vec()).unwrap();
     assert_prometheus_text(&text);
     let pg = "broker=\"pg\",location=\"private\",operation=\"FETCH_CATALOG\"";
@@ -277,7 +277,7 @@ async fn request_metrics_by_route_operation_and_status_class() {
     let r = get(&gw.url("/private/pg/v2/catalog"), Some(platform("cf-eu"))).await;
     assert_eq!(r.status, 502);
     let text = String::from_utf8(
-        admin("GET", &gw.admin_url("/metrics"), None)
+        admin("GET", &gw.admin_url("/metrics"), Some(OPERATOR_TOKEN))
             .await
             .body
             .to_vec(),

@@ -392,6 +392,22 @@ async fn brokers_commands_drive_the_admin_api() {
         None,
     ));
     assert!(out.contains("published mq in eu"), "{out}");
+    // A name with a terminal escape sequence in it (an owner's input)
+    // reaches the operator's terminal escaped, not as an escape sequence.
+    let named = support::client::admin(
+        "PATCH",
+        &gw.admin_url("/admin/v1/brokers/mq"),
+        Some(ACME_TOKEN),
+        Some(&serde_json::json!({"name": "evil\u{1b}]0;pwned\u{7}\u{1b}[2J"})),
+    )
+    .await;
+    assert_eq!(named.status, 200, "{:?}", named.body);
+    let list = ok(run(cli(OPERATOR_TOKEN, &["brokers", "list"]), None));
+    assert!(
+        !list.contains('\u{1b}') && !list.contains('\u{7}'),
+        "{list:?}"
+    );
+    assert!(list.contains("evil\\u{1b}]0;pwned"), "{list}");
     let list = ok(run(cli(ACME_TOKEN, &["brokers", "list"]), None));
     assert!(list.starts_with("ID"), "{list}");
     assert!(

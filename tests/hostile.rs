@@ -980,3 +980,86 @@ async fn an_operator_can_open_a_private_network_for_private_registrations() {
     assert_eq!(resp.status, 200);
     assert_eq!(b.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn per_broker_metrics_need_a_token_and_show_only_the_tokens_brokers() {
+    let b = Broker::http(leaky_broker()).await;
+    let gw = TestGateway::start(
+        &TWO_TENANTS.replace("{URL}", &b.url("")),
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        platform_call(
+            &gw,
+            Some("cf-eu"),
+            "GET",
+            "/private/shared/v2/catalog",
+            "m1"
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        platform_call(&gw, Some("cf-eu"), "GET", "/private/nope/v2/catalog", "m2").await,
+        404
+    );
+    let scrape = |token: Option<&'static str>| {
+        let url = gw.admin_url("/metrics");
+        async move {
+            let r = client::admin("GET", &url, token, None).await;
+            assert_eq!(r.status, 200);
+            String::from_utf8(r.body.to_vec()).unwrap()
+        }
+    };
+    let anonymous = scrape(None).await;
+    assert!(
+        anonymous.contains("osb_gateway_capture_captured_total"),
+        "{anonymous}"
+    );
+    assert!(!anonymous.contains("broker=\""), "{anonymous}");
+    let acme = scrape(Some(ACME_TOKEN)).await;
+    assert!(acme.contains("broker=\"shared\""), "{acme}");
+    assert!(!acme.contains("broker=\"(none)\""), "{acme}");
+    let globex = scrape(Some(GLOBEX_TOKEN)).await;
+    assert!(!globex.contains("broker=\""), "{globex}");
+    let ops = scrape(Some(OPERATOR_TOKEN)).await;
+    assert!(
+        ops.contains("broker=\"shared\"") && ops.contains("broker=\"(none)\""),
+        "{ops}"
+    );
+}
+
+#[tokio::test]
+async fn passwords_in_endpoint_urls_are_never_echoed() {
+    let b = Broker::http(leaky_broker()).await;
+    // At start (and so in `config check` and reload warnings) ...
+    let refused = TestGateway::start(
+        &REGISTRY.replace("{URL}", "http://u:hunter2@127.0.0.1:9"),
+        Options::default(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    let text = format!("{refused} {refused:?}");
+    assert!(
+        text.contains("***@127.0.0.1") && !text.contains("hunter2"),
+        "{text}"
+    );
+    // ... and in the admin API's answers.
+    let gw = gateway(&b).await;
+    let (status, text) = register(
+        &gw,
+        &b,
+        "userinfo",
+        "endpoint",
+        "https://u:hunter2@broker.example/osb",
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("***@broker.example") && !text.contains("hunter2"),
+        "{text}"
+    );
+}

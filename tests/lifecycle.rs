@@ -774,7 +774,7 @@ async fn catalogs_refresh_on_a_timer_and_on_demand_and_name_captured_plans() {
         "{v}"
     );
     let metrics = String::from_utf8(
-        client::admin("GET", &gw.admin_url("/metrics"), None, None)
+        client::admin("GET", &gw.admin_url("/metrics"), Some(OPERATOR_TOKEN), None)
             .await
             .body
             .to_vec(),

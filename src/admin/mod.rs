@@ -3,7 +3,9 @@
 //!
 //! * `GET /healthz` -- 200 while the process runs.
 //! * `GET /readyz` -- 200 once routes are loaded and the platform listener is up.
-//! * `GET /metrics` -- Prometheus text: capture counters, reloads, routes.
+//! * `GET /metrics` -- Prometheus text: capture counters, reloads, routes;
+//!   the families labelled by broker only with a bearer token (an
+//!   operator's: every broker; an owner's: its customer's brokers).
 //! * `GET /admin/v1/routes` -- every route with its settings, secrets masked
 //!   (an owner token sees only its customer's brokers).
 //! * `POST /admin/v1/reload` -- rebuild the route table from the registry
@@ -130,7 +132,25 @@ impl Admin {
                 }
             }
             (&Method::GET, "/metrics") => {
-                let mut r = text(StatusCode::OK, self.metrics());
+                let scope = self.token(&req).map(|t| t.scope.clone());
+                let full = self.metrics();
+                let table = self.inner.routes.load_full();
+                let visible = |line: &str| {
+                    let Some(broker) = broker_label(line) else {
+                        return true;
+                    };
+                    match &scope {
+                        Some(TokenScope::Operator) => true,
+                        Some(TokenScope::Owner(c)) => table.owner_of(broker) == Some(c.as_str()),
+                        None => false,
+                    }
+                };
+                let shown: String = full
+                    .lines()
+                    .filter(|l| visible(l))
+                    .flat_map(|l| [l, "\n"])
+                    .collect();
+                let mut r = text(StatusCode::OK, shown);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -332,6 +352,15 @@ fn text(status: StatusCode, body: String) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// The `broker` label of a Prometheus sample line, if it has one.
+fn broker_label(line: &str) -> Option<&str> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let at = line.find("broker=\"")? + "broker=\"".len();
+    line[at..].split('"').next()
 }
 
 impl Handler for Admin {

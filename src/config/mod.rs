@@ -44,7 +44,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// Builds an error.
+    /// Builds an error (a URL's user and password in `value` are masked).
     pub fn new(
         field: impl Into<String>,
         value: impl fmt::Display,
@@ -52,10 +52,32 @@ impl ConfigError {
     ) -> Self {
         ConfigError {
             field: field.into(),
-            value: value.to_string(),
+            value: mask_userinfo(&value.to_string()),
             reason: reason.into(),
         }
     }
+}
+
+/// `text` with the user information of any URL in it (`https://user:pw@`)
+/// replaced by `***`, for error messages and logs: an endpoint written
+/// with a password in it is refused, and its refusal must not repeat it.
+pub fn mask_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail.find(['/', '?', '#', ' ', '"']).unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                rest = &tail[i..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Display for ConfigError {
@@ -439,4 +461,23 @@ pub(crate) fn toml_error(e: &toml::de::Error) -> ConfigError {
         None => "file".into(),
     };
     ConfigError::new(field, "", msg)
+}
+
+#[cfg(test)]
+mod userinfo_tests {
+    use super::mask_userinfo;
+
+    #[test]
+    fn urls_lose_their_user_and_password() {
+        assert_eq!(
+            mask_userinfo("https://u:hunter2@db.example/osb"),
+            "https://***@db.example/osb"
+        );
+        assert_eq!(
+            mask_userinfo("a = \"http://x:y@h\", b = http://h2/p@q"),
+            "a = \"http://***@h\", b = http://h2/p@q"
+        );
+        assert_eq!(mask_userinfo("no url here"), "no url here");
+        assert_eq!(mask_userinfo("https://user@host"), "https://***@host");
+    }
 }

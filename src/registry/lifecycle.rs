@@ -39,6 +39,7 @@ impl Actor<'_> {
 }
 
 pub(super) fn bad(field: &str, value: &str, reason: &str) -> ChangeError {
+    let value = crate::config::mask_userinfo(value);
     ChangeError::BadInput(format!("{field} = {value:?}: {reason}"))
 }
 

@@ -40,7 +40,7 @@ impl Problems {
         self.0.push(RegistryError {
             object: object.to_string(),
             field,
-            value: value.to_string(),
+            value: crate::config::mask_userinfo(value),
             reason: reason.into(),
         });
     }

@@ -48,8 +48,29 @@ pub struct AdminArgs {
     pub(crate) json: bool,
 }
 
-/// Left-aligned columns, two spaces apart.
+/// `text` with control characters escaped (`\u{1b}`), so that what a
+/// broker, an owner or a platform put in ids, names or descriptions never
+/// reaches the operator's terminal as escape sequences.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Left-aligned columns, two spaces apart; control characters escaped.
 pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -80,7 +101,7 @@ pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) if s.is_empty() => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s).into_owned(),
         other => other.to_string(),
     }
 }
@@ -122,6 +143,13 @@ pub(crate) fn run(
             if args.json && !v.is_null() {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else if !text.is_empty() {
+                // NB: line breaks are the output's own; every other control
+                // character in it is escaped.
+                let text: String = text
+                    .split('\n')
+                    .map(|l| printable(l).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 print!("{text}");
                 if !text.ends_with('\n') {
                     println!();
@@ -138,7 +166,11 @@ pub(crate) fn run(
             code,
             description,
         }) => {
-            eprintln!("osb-gateway: {} {code}: {description}", status.as_u16());
+            eprintln!(
+                "osb-gateway: {} {code}: {}",
+                status.as_u16(),
+                printable(&description)
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
