@@ -1003,11 +1003,31 @@ async fn batches_clickhouse_refuses_as_bad_data_go_to_the_dead_letter_directory(
     // NB: a refused insert slower than the flush interval was spooled too,
     // and is dead-lettered when that copy is replayed: wait for it.
     let m2 = m.clone();
-    eventually(20, "3 records dead-lettered", || {
-        let m = m2.clone();
-        async move { osb_gateway::capture::load(&m.dead_lettered) >= 3 }
-    })
-    .await;
+    let counters = move || {
+        use osb_gateway::capture::load;
+        format!(
+            "captured {} inserted {} spooled {} replayed {} dead-lettered {} dropped {} insert failures {}",
+            load(&m2.captured),
+            load(&m2.inserted),
+            load(&m2.spooled),
+            load(&m2.replayed),
+            load(&m2.dead_lettered),
+            load(&m2.dropped),
+            load(&m2.insert_failures),
+        )
+    };
+    for _ in 0..400 {
+        if osb_gateway::capture::load(&m.dead_lettered) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        osb_gateway::capture::load(&m.dead_lettered) >= 3,
+        "3 records dead-lettered within 20 s: {}; spool: {:?}",
+        counters(),
+        local::files(&gw.path("data/spool")).unwrap_or_default()
+    );
     gw.shutdown().await;
     assert_eq!(osb_gateway::capture::load(&m.dead_lettered), 3, "once each");
     assert_eq!(
@@ -1468,4 +1488,49 @@ async fn a_request_cut_by_shutdown_is_recorded_as_stopped_by_the_gateway() {
         cut[0].error
     );
     assert!(cut[0].response_body.starts_with("{\"tick\":1}"));
+}
+
+#[tokio::test]
+async fn a_batch_the_store_keeps_refusing_while_it_answers_is_dead_lettered_not_retried_forever() {
+    let ch = ClickHouse::start().await;
+    ch.query("CREATE DATABASE osb_test").await;
+    ch.query(&osb_gateway::store::clickhouse::schema::create_table_sql(
+        "osb_test",
+        "exchanges",
+    ))
+    .await;
+    // Every insert fails with a code that is retryable in general (395,
+    // an exception from a function), while the server answers anything
+    // else: as data that misparses into "memory limit exceeded" does.
+    ch.query(
+        "CREATE MATERIALIZED VIEW osb_test.poison ENGINE = Memory AS \
+         SELECT throwIf(status > 0) AS refused FROM osb_test.exchanges",
+    )
+    .await;
+    let b = Broker::http(answer(200, "{}")).await;
+    let mut gw = start(
+        &registry(&[("pg", &b.url(""), false)]),
+        with_clickhouse(&ch.url(), ""),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(&gw, "GET", "/private/pg/v2/catalog", "", &[]).await,
+            200
+        );
+    }
+    let m = gw.handle.as_ref().unwrap().capture.metrics();
+    let m2 = m.clone();
+    eventually(30, "3 records dead-lettered", || {
+        let m = m2.clone();
+        async move { osb_gateway::capture::load(&m.dead_lettered) >= 3 }
+    })
+    .await;
+    gw.shutdown().await;
+    assert_eq!(osb_gateway::capture::load(&m.dead_lettered), 3);
+    assert_eq!(osb_gateway::capture::load(&m.dropped), 0);
+    assert_eq!(
+        local::read_all(&gw.path("data/dead-letter")).unwrap().len(),
+        3
+    );
 }

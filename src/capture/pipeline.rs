@@ -31,6 +31,14 @@ impl Sink {
         }
     }
 
+    /// Whether the store answers at all (a trivial query), within 2 s.
+    async fn answers(&self) -> bool {
+        match self {
+            Sink::ClickHouse(w) => w.ping(Duration::from_secs(2)).await.is_ok(),
+            Sink::Local(_) => true,
+        }
+    }
+
     async fn write(&mut self, rows: &[Arc<CaptureRecord>]) -> Result<(), SinkError> {
         match self {
             Sink::ClickHouse(w) => w.insert(rows).await,
@@ -90,6 +98,9 @@ pub(super) struct Pipeline {
     /// Spool segments the previous process left, not yet replayed, and the
     /// records replayed from them so far.
     inherited: (std::collections::HashSet<u64>, usize),
+    /// Spool segments whose replay failed while the store answered
+    /// otherwise, and how often in a row (see [`POISON_AFTER`]).
+    poisoned: std::collections::HashMap<u64, u32>,
     stop: watch::Receiver<bool>,
     stopping: bool,
 }
@@ -104,6 +115,14 @@ enum Drained {
     Nothing,
     Closed,
 }
+
+/// Replays of a segment that may fail in a row, while the store answers a
+/// ping, before the chunk that fails is dead-lettered. Data the table
+/// cannot take does not always come back as a bad-data code: a misread
+/// length in RowBinary ends as "memory limit exceeded" (241) or "cannot
+/// allocate" (173), which are retryable otherwise, and were retried
+/// forever.
+const POISON_AFTER: u32 = 5;
 
 /// How often a flowing queue is drained (see `Pipeline::run`): the most a
 /// record waits before it is batched and shown to live tails.
@@ -153,6 +172,7 @@ impl Pipeline {
             last_probe: None,
             spooled_copy: 0,
             inherited,
+            poisoned: std::collections::HashMap::new(),
             stop,
             stopping: false,
         })
@@ -538,6 +558,17 @@ impl Pipeline {
                     }
                     Err(SinkError::BadData(e)) => self.dead_letter(chunk.to_vec(), &e).await,
                     Err(e) => {
+                        if self.sink.answers().await {
+                            let n = self.poisoned.entry(seg.seq).or_insert(0);
+                            *n += 1;
+                            if *n >= POISON_AFTER {
+                                self.poisoned.remove(&seg.seq);
+                                let why = format!("refused {POISON_AFTER} times in a row while the store answered otherwise: {e}");
+                                self.inner.metrics.insert_failures.fetch_add(1, Relaxed);
+                                self.dead_letter(chunk.to_vec(), &why).await;
+                                continue;
+                            }
+                        }
                         // NB: chunks already written will be written again on the
                         // next replay; the table collapses the duplicates by id.
                         self.mark_down(&e);
@@ -549,6 +580,7 @@ impl Pipeline {
                 tracing::error!(segment = %seg.path.display(), error = %e, "cannot remove replayed spool segment");
                 return;
             }
+            self.poisoned.remove(&seg.seq);
             if let (n, Some(e)) = unreadable {
                 self.inner.metrics.dropped.fetch_add(n, Relaxed);
                 tracing::error!(segment = %seg.path.display(), records = n, error = %e, "spooled records that do not parse were dropped");

@@ -33,8 +33,10 @@ fn client(cfg: &ClickHouseConfig) -> Client {
 /// NB: 16 (no such column) is not among them: it means the table is older
 /// than the gateway, and the writer adds the columns (see
 /// [`SCHEMA_BEHIND_CODES`]) instead of dead-lettering every batch.
-const BAD_DATA_CODES: [u32; 18] = [
-    6, 8, 10, 26, 27, 33, 38, 41, 47, 53, 62, 69, 70, 72, 117, 130, 131, 190,
+/// 32 (attempt to read after EOF) is among them: RowBinary that does not
+/// fit the table ends so when a misread length runs past the data.
+const BAD_DATA_CODES: [u32; 19] = [
+    6, 8, 10, 26, 27, 32, 33, 38, 41, 47, 53, 62, 69, 70, 72, 117, 130, 131, 190,
 ];
 /// Unknown table or database: the schema is re-created, then retried.
 pub(crate) const MISSING_SCHEMA_CODES: [u32; 2] = [60, 81];
