@@ -76,11 +76,13 @@ impl AddressPolicy {
     /// registration when `private`), or `None` when it may.
     pub fn refusal(&self, addr: SocketAddr, private: bool) -> Option<String> {
         let ip = addr.ip().to_canonical();
-        if let Some(net) = ALWAYS_DENIED
-            .iter()
-            .map(|n| n.parse::<IpNet>().expect("valid built-in network"))
-            .find(|n| n.contains(&ip))
-        {
+        static ALWAYS: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+            ALWAYS_DENIED
+                .iter()
+                .map(|n| n.parse().expect("valid built-in network"))
+                .collect()
+        });
+        if let Some(net) = ALWAYS.iter().find(|n| n.contains(&ip)) {
             return Some(format!(
                 "{ip} is in {net}, which brokers are never reached at"
             ));

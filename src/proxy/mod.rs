@@ -196,7 +196,6 @@ impl Proxy {
         // platform of another customer refused on it is the operator's
         // business (it was written into the owner's logs and failed
         // instances). Forwarded exchanges are the owner's.
-        let owner = target.as_ref().ok().and_then(|t| table.owner_of(&t.broker));
         let authenticated = self
             .inner
             .auth
@@ -208,19 +207,26 @@ impl Proxy {
                 if let Ok(t) = &target {
                     routing.location.clone_from(&t.location);
                     routing.broker.clone_from(&t.broker);
+                    routing.customer = table.owner_of(&t.broker).map(Arc::from);
                 }
-                routing.customer = owner.map(Arc::from);
                 return Err(e);
             }
         };
         routing.platform = Some(platform.id.clone());
-        if owner == Some(platform.customer.as_str()) {
-            routing.customer = owner.map(Arc::from);
-        }
         let target = target?;
         routing.location = target.location;
         routing.broker = target.broker;
-        let route = table.lookup(&platform, &routing.location, &routing.broker)?;
+        // NB: the owner is looked up again only for a refusal; a routed
+        // request takes it from its route (no copy, no lookup).
+        let route = match table.lookup(&platform, &routing.location, &routing.broker) {
+            Ok(r) => r,
+            Err(e) => {
+                if table.owner_of(&routing.broker) == Some(platform.customer.as_str()) {
+                    routing.customer = Some(Arc::from(platform.customer.as_str()));
+                }
+                return Err(e.into());
+            }
+        };
         routing.customer = Some(route.owner.clone());
         Ok((route.clone(), target.offset))
     }
