@@ -49,8 +49,14 @@ fn leaky_broker() -> Handler {
 }
 
 async fn gateway(broker: &Broker) -> TestGateway {
+    gateway_over(&REGISTRY.replace("{URL}", &broker.url(""))).await
+}
+
+/// A development-mode gateway over `registry`, with a secret key (the
+/// admin API stores passwords encrypted) and fast capture flushes.
+async fn gateway_over(registry: &str) -> TestGateway {
     TestGateway::start(
-        &REGISTRY.replace("{URL}", &broker.url("")),
+        registry,
         Options {
             tables: "[secrets]\nkey_file = \"secret.key\"\n[capture]\nflush_interval = \"100ms\"\n"
                 .into(),
@@ -399,20 +405,7 @@ async fn platform_call(
 #[tokio::test]
 async fn a_tenant_never_sees_another_tenants_records_even_under_a_reused_id() {
     let b = Broker::http(leaky_broker()).await;
-    let gw = TestGateway::start(
-        &TWO_TENANTS.replace("{URL}", &b.url("")),
-        Options {
-            tables: "[secrets]\nkey_file = \"secret.key\"\n[capture]\nflush_interval = \"100ms\"\n"
-                .into(),
-            files: vec![(
-                "secret.key".into(),
-                osb_gateway::config::SecretKey::generate().to_base64(),
-            )],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gw = gateway_over(&TWO_TENANTS.replace("{URL}", &b.url(""))).await;
     let inst = "/private/shared/v2/service_instances/i-1";
     // acme's own platform provisions on acme's broker ...
     assert_eq!(
