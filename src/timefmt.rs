@@ -13,6 +13,14 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Now, µs since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 /// Now, as [`rfc3339`].
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()

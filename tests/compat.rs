@@ -276,7 +276,21 @@ fn filters() -> Vec<(&'static str, Filter)> {
         (
             "plan, non-ASCII",
             Filter {
-                plan_id: Some("größer".into()),
+                plan: Some("größer".into()),
+                ..f()
+            },
+        ),
+        (
+            "plan by name",
+            Filter {
+                plan: Some("Größer \"XL\"".into()),
+                ..f()
+            },
+        ),
+        (
+            "service by name",
+            Filter {
+                service: Some("PostgreSQL".into()),
                 ..f()
             },
         ),

@@ -9,7 +9,8 @@
 //!
 //! Criteria (all optional, combined with AND): `before`, `after` (RFC 3339),
 //! `broker`, `location`, `platform`, `operation`, `status` (`403`, `>399`,
-//! `>=500`, `<300`, `400-499`, `4xx`), `plan_id`, `instance_id`,
+//! `>=500`, `<300`, `400-499`, `4xx`), `plan` and `service` (id, or the
+//! name the catalog gave at capture), `instance_id`,
 //! `request_id`, `outcome`; plus `limit` (default 50, at most 1000),
 //! `order` (`newest`, the default, or `oldest`) and `cursor`. An owner
 //! token sees only its customer's records (`CaptureRecord::customer`, fixed
@@ -37,7 +38,7 @@ use crate::timefmt::parse_rfc3339_us;
 const MAX_LIMIT: usize = 1000;
 
 /// Decoded `key=value` pairs of a query string.
-fn params(query: Option<&str>) -> Vec<(String, String)> {
+pub(super) fn params(query: Option<&str>) -> Vec<(String, String)> {
     let dec = |s: &str| {
         let s = s.replace('+', " ");
         percent_decode_str(&s).decode_utf8_lossy().into_owned()
@@ -53,12 +54,12 @@ fn params(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn bad(msg: String) -> Response<ResponseBody> {
+pub(super) fn bad(msg: String) -> Response<ResponseBody> {
     error(StatusCode::BAD_REQUEST, "BadRequest", &msg)
 }
 
 /// The criteria of a query string, scoped to what `token` may see.
-fn filter(token: &AdminToken, ps: &[(String, String)]) -> Result<Filter, String> {
+pub(super) fn filter(token: &AdminToken, ps: &[(String, String)]) -> Result<Filter, String> {
     let mut f = Filter::default();
     for (k, v) in ps {
         let v = v.clone();
@@ -70,14 +71,15 @@ fn filter(token: &AdminToken, ps: &[(String, String)]) -> Result<Filter, String>
             "platform" => f.platform = Some(v),
             "operation" => f.operation = Some(v.to_ascii_uppercase()),
             "status" => f.status = Some(StatusExpr::parse(&v)?),
-            "plan_id" | "plan" => f.plan_id = Some(v),
+            "plan_id" | "plan" => f.plan = Some(v),
+            "service_id" | "service" => f.service = Some(v),
             "instance_id" | "instance" => f.instance_id = Some(v),
             "request_id" => f.request_id = Some(v),
             "outcome" => f.outcome = Some(v),
-            "limit" | "cursor" | "order" | "stuck_after" => {}
+            "limit" | "cursor" | "order" | "stuck_after" | "bucket" => {}
             other => {
                 return Err(format!(
-                    "unknown parameter {other:?}; known: before, after, broker, location, platform, operation, status, plan_id, instance_id, request_id, outcome, limit, order, cursor"
+                    "unknown parameter {other:?}; known: before, after, broker, location, platform, operation, status, plan (id or name), service (id or name), instance_id, request_id, outcome, limit, order, cursor"
                 ))
             }
         }

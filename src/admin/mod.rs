@@ -8,6 +8,10 @@
 //!   operator's: every broker; an owner's: its customer's brokers).
 //! * `GET /admin/v1/routes` -- every route with its settings, secrets masked
 //!   (an owner token sees only its customer's brokers).
+//! * `GET /console/` -- the web console (assets compiled in; it calls the
+//!   same admin API with the token the user signs in with).
+//! * `GET /admin/v1/whoami` -- the token's name, role and customer.
+//! * `GET /admin/v1/usage` -- aggregates over a time range (see `usage`).
 //! * `POST /admin/v1/reload` -- rebuild the route table from the registry
 //!   file; 200 with what changed, 400 with why it was refused (operator only).
 //!
@@ -18,7 +22,9 @@
 //! listener from `proxy`.
 
 mod brokers;
+mod console;
 mod logs;
+mod usage;
 
 pub use logs::Subscribe;
 
@@ -131,6 +137,9 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
                 }
             }
+            (&Method::GET, "/" | "/console") => console::redirect(),
+            (&Method::GET, p) if p.starts_with("/console/") => console::asset(p),
+            (_, p) if p.starts_with("/console/") => method_not_allowed(req.method(), p),
             (&Method::GET, "/metrics") => {
                 let scope = self.token(&req).map(|t| t.scope.clone());
                 let full = self.metrics();
@@ -180,6 +189,8 @@ impl Admin {
                         self.brokers(&token, req).await
                     }
                     (&Method::GET, "/admin/v1/logs") => self.search_logs(&token, &req).await,
+                    (&Method::GET, "/admin/v1/usage") => self.usage(&token, &req).await,
+                    (&Method::GET, "/admin/v1/whoami") => self.whoami(&token),
                     (&Method::GET, "/admin/v1/logs/tail") => self.tail_logs(&token, &req),
                     (&Method::GET, "/admin/v1/failed-instances") => {
                         self.failed_instances(&token, &req).await
@@ -193,7 +204,10 @@ impl Admin {
                         self.show_log(&token, &id).await
                     }
                     (_, p)
-                        if p.starts_with("/admin/v1/logs") || p == "/admin/v1/failed-instances" =>
+                        if p.starts_with("/admin/v1/logs")
+                            || p == "/admin/v1/failed-instances"
+                            || p == "/admin/v1/usage"
+                            || p == "/admin/v1/whoami" =>
                     {
                         method_not_allowed(&method, p)
                     }
@@ -210,6 +224,21 @@ impl Admin {
                 &format!("no endpoint {path}"),
             ),
         }
+    }
+
+    /// `GET /admin/v1/whoami`: what the token is, and the declared
+    /// locations (the console shows them and hides what the token cannot
+    /// do; the API still decides every call).
+    fn whoami(&self, token: &AdminToken) -> Response<ResponseBody> {
+        let (role, customer) = match &token.scope {
+            TokenScope::Operator => ("operator", None),
+            TokenScope::Owner(c) => ("owner", Some(c.as_str())),
+        };
+        let locations = self.inner.reloader.registry().locations.clone();
+        json_response(
+            StatusCode::OK,
+            json!({"name": token.name, "role": role, "customer": customer, "locations": locations}),
+        )
     }
 
     fn list_routes(&self, token: &AdminToken) -> Response<ResponseBody> {

@@ -167,10 +167,17 @@ impl Proxy {
             refused => {
                 // NB: a refused request is recorded with the headers it came
                 // with; a forwarded one with the headers the broker got.
-                routing.stats = Some(match &refused {
-                    Ok((route, _)) => route.stats.clone(),
-                    Err(_) => self.inner.unrouted.clone(),
-                });
+                // NB: a refusal on a broker's path counts under the broker
+                // and the location asked for, as its record names them.
+                if routing.stats.is_none() {
+                    routing.stats = Some(match &refused {
+                        Ok((route, _)) => route.stats.clone(),
+                        Err(_) => table
+                            .stats(&routing.broker, &routing.location)
+                            .unwrap_or(&self.inner.unrouted)
+                            .clone(),
+                    });
+                }
                 if ex.capturing() {
                     routing.request_headers = req.headers().clone();
                 }
@@ -228,6 +235,11 @@ impl Proxy {
             }
         };
         routing.customer = Some(route.owner.clone());
+        // NB: served by `global` for another location: counted under the
+        // location asked for (a map lookup only for that case).
+        if *route.location != *routing.location {
+            routing.stats = table.stats(&routing.broker, &routing.location).cloned();
+        }
         Ok((route.clone(), target.offset))
     }
 
@@ -264,7 +276,9 @@ impl Proxy {
         }
         routing.upstream_url = upstream_url;
         routing.redact_parameters = route.redact_parameters;
-        routing.stats = Some(route.stats.clone());
+        if routing.stats.is_none() {
+            routing.stats = Some(route.stats.clone());
+        }
         if ex.capturing() {
             routing.request_headers = parts.headers.clone();
         }

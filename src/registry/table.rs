@@ -118,6 +118,12 @@ struct BrokerEntry {
     deactivated: bool,
     private: Option<Arc<Route>>,
     publications: HashMap<String, Publication>,
+    /// Request counters by the location a platform asked for (every
+    /// declared location, `private` and `global`): a request served by
+    /// the `global` publication is counted under the location it named,
+    /// as its record is, and a refusal on the broker's path too. Built
+    /// with the table, so the request path takes no lock.
+    stats: HashMap<String, Arc<RouteStats>>,
 }
 
 /// A caller of the gateway.
@@ -209,6 +215,12 @@ impl RouteTable {
     /// Salt for the verified-password cache digests (new per table).
     pub fn cache_salt(&self) -> &[u8; 16] {
         &self.cache_salt
+    }
+
+    /// The request counters of broker `broker` as called in `location`
+    /// (`None`: no such broker, or a location nobody declared).
+    pub fn stats(&self, broker: &str, location: &str) -> Option<&Arc<RouteStats>> {
+        self.brokers.get(broker)?.stats.get(location)
     }
 
     /// The customer that owns broker `id`, if it exists.

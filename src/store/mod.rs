@@ -89,6 +89,23 @@ impl LogStore {
         Ok(found.filter(|r| customer.is_none_or(|c| !c.is_empty() && c == r.customer)))
     }
 
+    /// Usage aggregates over `q`'s range (see [`query::usage`]).
+    ///
+    /// # Errors
+    /// The store could not be read.
+    pub async fn usage(
+        &self,
+        q: &query::usage::UsageQuery,
+    ) -> Result<query::usage::Usage, ReadError> {
+        match self {
+            LogStore::Local(dir) => {
+                let (dir, q) = (dir.clone(), q.clone());
+                blocking(move || local::reader::usage(&dir, &q)).await
+            }
+            LogStore::ClickHouse(ch) => ch.usage(q).await,
+        }
+    }
+
     /// Instances whose latest operation failed, or has been in progress for
     /// longer than `stuck_after_us`.
     ///

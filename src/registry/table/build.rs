@@ -290,11 +290,18 @@ impl RouteTable {
                     "deactivation is permanent: a deactivated broker cannot be reactivated",
                 );
             }
+            let stats = locations
+                .iter()
+                .map(String::as_str)
+                .chain([PRIVATE, GLOBAL])
+                .map(|loc| (loc.to_string(), route_stats(cx, &b.id, loc)))
+                .collect();
             brokers.entry(b.id.clone()).or_insert(BrokerEntry {
                 owner: b.owner.clone(),
                 deactivated: b.deactivated,
                 private,
                 publications,
+                stats,
             });
         }
 
@@ -492,10 +499,7 @@ fn build_route(
         Some((p, masked)) => (basic(p.expose()), Some(masked)),
         None => (None, None),
     };
-    let stats = match cx.metrics {
-        Some(m) => m.route(&broker.id, location),
-        None => Arc::new(RouteStats::new(&broker.id, location)),
-    };
+    let stats = route_stats(cx, &broker.id, location);
     Some(Arc::new(Route {
         broker: broker.id.as_str().into(),
         location: location.into(),
@@ -515,4 +519,13 @@ fn build_route(
         staged_password_source,
         stats,
     }))
+}
+
+/// The counters of `broker` called in `location`: the same ones across
+/// reloads when the gateway keeps metrics.
+fn route_stats(cx: &BuildContext<'_>, broker: &str, location: &str) -> Arc<RouteStats> {
+    match cx.metrics {
+        Some(m) => m.route(broker, location),
+        None => Arc::new(RouteStats::new(broker, location)),
+    }
 }

@@ -1,9 +1,11 @@
 //! ClickHouse: the table's columns and DDL (`schema`), the batch writer
-//! (`writer`), the reader for searches (`reader`), and what they share: how
+//! (`writer`), the reader for searches (`reader`) and usage aggregates
+//! (`usage`), and what they share: how
 //! a client is made from the configuration and how errors are sorted.
 
 pub mod reader;
 pub mod schema;
+mod usage;
 pub mod writer;
 
 use clickhouse::Client;

@@ -11,13 +11,15 @@ use uuid::Uuid;
 use super::not_created_yet;
 use super::schema::ExchangeRow;
 use crate::config::ClickHouseConfig;
-use crate::store::query::{self, Order, Page, Search, Summary, INSTANCE_OPERATIONS, INSTANCE_POLL};
+use crate::store::query::{
+    self, Order, Page, Search, Summary, INSTANCE_OPERATIONS, INSTANCE_POLL, REFUSED, ROUTED_REFUSAL,
+};
 use crate::store::{CaptureRecord, Latest, ReadError};
 
 /// Reads the exchanges table. Every value is bound with `?` (the crate
 /// escapes it); table and database names are validated `[A-Za-z0-9_]`.
 pub struct ClickHouseReader {
-    client: Client,
+    pub(super) client: Client,
     table: String,
 }
 
@@ -29,8 +31,8 @@ enum Bind {
     L(Vec<String>),
 }
 
-struct Sql {
-    text: String,
+pub(super) struct Sql {
+    pub(super) text: String,
     binds: Vec<Bind>,
 }
 
@@ -41,7 +43,7 @@ impl Sql {
         self.binds.push(b);
     }
 
-    fn query(self, client: &Client) -> clickhouse::query::Query {
+    pub(super) fn query(self, client: &Client) -> clickhouse::query::Query {
         let mut q = client.query(&self.text);
         for b in self.binds {
             q = match b {
@@ -64,7 +66,7 @@ impl ClickHouseReader {
         }
     }
 
-    fn where_filter(&self, columns: &str, final_: bool, f: &query::Filter) -> Sql {
+    pub(super) fn where_filter(&self, columns: &str, final_: bool, f: &query::Filter) -> Sql {
         let fin = if final_ { " FINAL" } else { "" };
         let mut sql = Sql {
             text: format!("SELECT {columns} FROM {}{fin} WHERE 1 = 1", self.table),
@@ -78,7 +80,8 @@ impl ClickHouseReader {
             platform,
             operation,
             status,
-            plan_id,
+            plan,
+            service,
             instance_id,
             request_id,
             outcome,
@@ -104,13 +107,25 @@ impl ClickHouseReader {
             ("location", location),
             ("platform", platform),
             ("operation", operation),
-            ("plan_id", plan_id),
             ("instance_id", instance_id),
             ("request_id", request_id),
             ("outcome", outcome),
         ] {
             if let Some(v) = v {
                 sql.and(&format!("{col} = ?"), Bind::S(v.clone()));
+            }
+        }
+        // NB: a plan or service is searched by id or by the name the
+        // catalog gave it when the record was captured.
+        for (id, name, v) in [
+            ("plan_id", "plan_name", plan),
+            ("service_id", "service_name", service),
+        ] {
+            if let Some(v) = v {
+                sql.and(&format!("({id} = ?"), Bind::S(v.clone()));
+                sql.text
+                    .push_str(&format!(" OR ({name} != '' AND {name} = ?))"));
+                sql.binds.push(Bind::S(v.clone()));
             }
         }
         if let Some(st) = status {
@@ -245,9 +260,10 @@ impl ClickHouseReader {
             // NB: no FINAL: a replayed duplicate is the same record, and
             // LIMIT 1 BY keeps one row per instance anyway.
             let mut sql = self.where_filter("?fields", false, &f);
-            // NB: the operation names are this gateway's constants, not input.
+            // NB: the operation names and the refusal rule are this gateway's
+            // constants, not input (see `query::REFUSED`).
             sql.text.push_str(&format!(
-                " AND instance_id != '' AND operation IN ({ops_in}) \
+                " AND instance_id != '' AND NOT (outcome = '{REFUSED}' AND status != {ROUTED_REFUSAL}) AND operation IN ({ops_in}) \
                  ORDER BY received_at_us DESC LIMIT 1 BY broker, instance_id"
             ));
             let rows: Vec<Summary> = match sql.query(&self.client).fetch_all().await {

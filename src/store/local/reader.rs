@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::store::query::usage::{Fold, Usage, UsageQuery};
 use crate::store::query::{
-    Collector, Order, Page, Search, Summary, INSTANCE_OPERATIONS, INSTANCE_POLL,
+    counts_for_instance, Collector, Order, Page, Search, Summary, INSTANCE_OPERATIONS,
+    INSTANCE_POLL,
 };
 use crate::store::{segments, CaptureRecord, Latest, ReadError};
 
@@ -102,7 +104,10 @@ pub(crate) fn latest(
     let mut ops: HashMap<(String, String), Summary> = HashMap::new();
     let mut polls: HashMap<(String, String), Summary> = HashMap::new();
     scan(dir, false, |r| {
+        // NB: an exchange the gateway refused never reached the broker: it
+        // says nothing about the instance (see `REFUSED`).
         if r.instance_id.is_empty()
+            || !counts_for_instance(&r.outcome, r.status)
             || broker.is_some_and(|b| b != r.broker)
             || customer.is_some_and(|c| c.is_empty() || c != r.customer)
         {
@@ -125,4 +130,15 @@ pub(crate) fn latest(
         true
     })?;
     Ok((ops.into_values().collect(), polls.into_values().collect()))
+}
+
+/// Usage over `q`'s range: every segment is read (a usage range is not
+/// paged), records folded as they are decoded.
+pub(crate) fn usage(dir: &Path, q: &UsageQuery) -> Result<Usage, ReadError> {
+    let mut fold = Fold::new(q);
+    scan(dir, false, |r| {
+        fold.offer(&r);
+        true
+    })?;
+    Ok(fold.finish())
 }

@@ -15,6 +15,22 @@ pub const INSTANCE_OPERATIONS: [&str; 3] = [
     "DEPROVISION_INSTANCE",
 ];
 
+/// The outcome of an exchange the gateway refused (401, 403, 404, a bad
+/// path, a throttled login): it never reached the broker, so it neither
+/// fails an instance nor ends its operation. Only exchanges that reached
+/// the broker, or were answered for a routed request, count for an
+/// instance: the one `rejected` answer for a routed request is a
+/// deactivated broker's refused provision, 422 ([`ROUTED_REFUSAL`]).
+pub const REFUSED: &str = "rejected";
+
+/// The status of the one refusal answered for a routed request.
+pub const ROUTED_REFUSAL: u16 = 422;
+
+/// Whether an exchange tells anything about its instance (see [`REFUSED`]).
+pub fn counts_for_instance(outcome: &str, status: u16) -> bool {
+    outcome != REFUSED || status == ROUTED_REFUSAL
+}
+
 /// The poll of an instance's last operation.
 pub const INSTANCE_POLL: &str = "POLL_INSTANCE_LAST_OPERATION";
 

@@ -8,8 +8,12 @@
 //! so a new criterion does not compile until both handle it.
 
 mod instances;
+pub mod usage;
 
-pub use instances::{instance_problems, InstanceProblem, INSTANCE_OPERATIONS, INSTANCE_POLL};
+pub use instances::{
+    counts_for_instance, instance_problems, InstanceProblem, INSTANCE_OPERATIONS, INSTANCE_POLL,
+    REFUSED, ROUTED_REFUSAL,
+};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -172,8 +176,10 @@ pub struct Filter {
     pub operation: Option<String>,
     /// Status expression.
     pub status: Option<StatusExpr>,
-    /// Service plan id.
-    pub plan_id: Option<String>,
+    /// Service plan: its id, or its name as the catalog gave it at capture.
+    pub plan: Option<String>,
+    /// Service offering: its id, or its name.
+    pub service: Option<String>,
     /// Service instance id.
     pub instance_id: Option<String>,
     /// `X-Broker-API-Request-Identity`.
@@ -199,7 +205,8 @@ impl Filter {
             platform,
             operation,
             status,
-            plan_id,
+            plan,
+            service,
             instance_id,
             request_id,
             outcome,
@@ -213,7 +220,8 @@ impl Filter {
             && eq(platform, &r.platform)
             && eq(operation, &r.operation)
             && status.is_none_or(|s| s.matches(r.status))
-            && eq(plan_id, &r.plan_id)
+            && id_or_name(plan, &r.plan_id, &r.plan_name)
+            && id_or_name(service, &r.service_id, &r.service_name)
             && eq(instance_id, &r.instance_id)
             && eq(request_id, &r.request_id)
             && eq(outcome, &r.outcome)
@@ -221,6 +229,12 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|c| !c.is_empty() && c == r.customer)
     }
+}
+
+/// Whether `want` (if set) is the id or the (non-empty) name.
+fn id_or_name(want: &Option<String>, id: &str, name: &str) -> bool {
+    want.as_deref()
+        .is_none_or(|w| w == id || (!name.is_empty() && w == name))
 }
 
 /// One search: criteria, order, page size, and where the last page ended.

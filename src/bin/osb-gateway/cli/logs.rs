@@ -31,9 +31,12 @@ pub struct Criteria {
     /// Response code: 403, >399, >=500, <300, 400-499, 4xx.
     #[arg(long)]
     status: Option<String>,
-    /// Service plan id.
+    /// Service plan: its id or its name (as the catalog named it).
     #[arg(long)]
     plan: Option<String>,
+    /// Service offering: its id or its name.
+    #[arg(long)]
+    service: Option<String>,
     /// Service instance id.
     #[arg(long)]
     instance: Option<String>,
@@ -53,7 +56,8 @@ impl Criteria {
             ("platform", &self.platform),
             ("operation", &self.operation),
             ("status", &self.status),
-            ("plan_id", &self.plan),
+            ("plan", &self.plan),
+            ("service", &self.service),
             ("instance_id", &self.instance),
             ("request_id", &self.request_id),
             ("outcome", &self.outcome),
@@ -464,7 +468,7 @@ fn tail(args: &AdminArgs, criteria: &Criteria) -> ExitCode {
 fn tail_line(c: &[String; 10], status: u64, tty: bool) -> String {
     let time = c[0].get(11..).unwrap_or(&c[0]);
     format!(
-        "{time:<12}  {:<12} {:<10} {:<16} {:<28} {} {:>9}  {:<36}  {}",
+        "{time:<12}  {:<12} {:<10} {:<16} {:<28} {} {:>9}  {:<36}  {:<16}  {}",
         c[1],
         c[2],
         c[3],
@@ -472,7 +476,8 @@ fn tail_line(c: &[String; 10], status: u64, tty: bool) -> String {
         paint(status, &format!("{:<6}", c[5]), tty),
         c[6],
         c[7],
-        c[8]
+        c[8],
+        c[9]
     )
     .trim_end()
     .to_string()
