@@ -12,6 +12,7 @@ use osb_gateway::capture::CaptureRecord;
 use osb_gateway::config::ClickHouseConfig;
 use osb_gateway::store::clickhouse::schema::{self, COLUMNS};
 use osb_gateway::store::clickhouse::{ClickHouseReader, ClickHouseWriter};
+use osb_gateway::store::query::usage::{Fold, Usage, UsageQuery};
 use osb_gateway::store::query::{Cursor, Filter, Order, Search, StatusExpr, Summary};
 use osb_gateway::store::LogStore;
 use std::sync::Arc;
@@ -114,6 +115,8 @@ fn records() -> Vec<CaptureRecord> {
                 status,
                 outcome: match status {
                     502 | 504 => "gateway_error",
+                    // NB: refused by the gateway: never an instance's fate.
+                    403 => "rejected",
                     s if s >= 400 => "broker_error",
                     _ => "ok",
                 }
@@ -426,8 +429,72 @@ async fn assert_same_answers(old: &LogStore, new: &LogStore, rows: &[CaptureReco
                 "the records make problems"
             );
             assert_eq!(a, b, "instance problems for {broker:?} {scope:?}");
+            for p in &a {
+                let r = rows.iter().find(|r| r.id == p.record_id).unwrap();
+                assert_ne!(r.outcome, "rejected", "a refusal made {p:?}");
+            }
         }
     }
+    // Usage: the same aggregates on both engines and from the embedded
+    // store's fold over the records as written.
+    for (what, filter) in [
+        ("everything", Filter::default()),
+        (
+            "one broker, one scope",
+            Filter {
+                broker: Some("pg".into()),
+                customer: Some("acme".into()),
+                ..Filter::default()
+            },
+        ),
+        (
+            "plan by name",
+            Filter {
+                plan: Some("Large".into()),
+                ..Filter::default()
+            },
+        ),
+    ] {
+        for bucket_us in [60_000_000, 3_600_000_000] {
+            let q = UsageQuery {
+                filter: Filter {
+                    after_us: Some(BASE_US + 100_000_000),
+                    before_us: Some(BASE_US + 500_000_000),
+                    ..filter.clone()
+                },
+                from_us: BASE_US + 100_000_000,
+                to_us: BASE_US + 500_000_000,
+                bucket_us,
+            };
+            let a = old.usage(&q).await.unwrap();
+            let b = new.usage(&q).await.unwrap();
+            let mut fold = Fold::new(&q);
+            for r in rows {
+                fold.offer(r);
+            }
+            let want = fold.finish();
+            assert!(want.total.count > 0, "{what}: the range holds records");
+            assert_usage_eq(&a, &want, &format!("{what}, {bucket_us}: 18.16"));
+            assert_usage_eq(&b, &want, &format!("{what}, {bucket_us}: today's engine"));
+        }
+    }
+}
+
+/// Equal, percentiles to a millionth (floating point summed in another order).
+fn assert_usage_eq(got: &Usage, want: &Usage, what: &str) {
+    let round = |u: &Usage| {
+        let mut u = u.clone();
+        let r = |v: &mut Vec<f64>| v.iter_mut().for_each(|x| *x = (*x * 1e3).round() / 1e3);
+        r(&mut u.total.latency_us);
+        u.latency
+            .iter_mut()
+            .for_each(|p| r(&mut p.stats.latency_us));
+        u.operations
+            .iter_mut()
+            .for_each(|o| r(&mut o.stats.latency_us));
+        u
+    };
+    assert_eq!(round(got), round(want), "{what}");
 }
 
 async fn store(url: &str, table: &str) -> LogStore {

@@ -1,7 +1,10 @@
 //! Usage aggregates computed by ClickHouse (the embedded store's are
 //! `query::usage::Fold`): five `GROUP BY` queries over the filtered range,
 //! `FINAL` so a replayed duplicate counts once. Works on 18.16: `intDiv`,
-//! `countIf`, `quantiles` and `argMaxIf` all exist there.
+//! `countIf`, `quantiles` and `argMaxIf` all exist there. Aliases never
+//! reuse a column's name: ClickHouse resolves aliases in `WHERE` too, so
+//! `argMaxIf(plan_name, ...) AS plan_name` would put the aggregate into
+//! the filter (code 184).
 
 use serde::Deserialize;
 
@@ -34,10 +37,10 @@ struct StatsRow {
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct PlanRow {
     plan_id: String,
-    plan_name: String,
-    service_name: String,
+    pname: String,
+    sname: String,
     ic: u64,
-    id: u64,
+    idel: u64,
     bc: u64,
     bd: u64,
 }
@@ -91,13 +94,13 @@ impl ClickHouseReader {
         let plans: Vec<PlanRow> = self
             .grouped(
                 q,
-                "plan_id, argMaxIf(plan_name, received_at_us, plan_name != '') AS plan_name, \
-                 argMaxIf(service_name, received_at_us, service_name != '') AS service_name, \
+                "plan_id, argMaxIf(plan_name, received_at_us, plan_name != '') AS pname, \
+                 argMaxIf(service_name, received_at_us, service_name != '') AS sname, \
                  countIf(operation = 'PROVISION_INSTANCE' AND status >= 200 AND status <= 202) AS ic, \
-                 countIf(operation = 'DEPROVISION_INSTANCE' AND status IN (200, 202)) AS id, \
+                 countIf(operation = 'DEPROVISION_INSTANCE' AND status IN (200, 202)) AS idel, \
                  countIf(operation = 'BIND' AND status >= 200 AND status <= 202) AS bc, \
                  countIf(operation = 'UNBIND' AND status IN (200, 202)) AS bd",
-                " GROUP BY plan_id HAVING ic + id + bc + bd > 0 ORDER BY plan_id",
+                " GROUP BY plan_id HAVING ic + idel + bc + bd > 0 ORDER BY plan_id",
             )
             .await?;
         let mut operations: Vec<OperationUsage> = ops
@@ -140,10 +143,10 @@ impl ClickHouseReader {
                 .into_iter()
                 .map(|r| PlanUsage {
                     plan_id: r.plan_id,
-                    plan_name: r.plan_name,
-                    service_name: r.service_name,
+                    plan_name: r.pname,
+                    service_name: r.sname,
                     instances_created: r.ic,
-                    instances_deleted: r.id,
+                    instances_deleted: r.idel,
                     bindings_created: r.bc,
                     bindings_deleted: r.bd,
                 })
