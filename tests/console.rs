@@ -246,10 +246,6 @@ async fn sign_in(b: &Browser, gw: &TestGateway, token: &str) {
     b.find("#logs tbody tr").await;
 }
 
-fn rows_text(t: &str) -> Vec<&str> {
-    t.lines().collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_searches_opens_an_exchange_and_watches_live() {
     let s = setup().await;
@@ -413,8 +409,18 @@ async fn an_operator_searches_opens_an_exchange_and_watches_live() {
         .await;
     b.click("#live").await;
 
-    // More on scroll: a search with more than one page.
-    let _ = rows_text("");
+    // More on scroll: the first page holds 50; the rest come with the cursor.
+    for _ in 0..45 {
+        osb(&s.gw, "GET", "cf-eu", "pg", "catalog", "").await;
+    }
+    let total = n + 2 + 45;
+    stored(&s.gw, total).await;
+    b.goto(&s.gw.admin_url("/console/#/logs?operation=FETCH_CATALOG"))
+        .await;
+    b.goto(&s.gw.admin_url("/console/#/logs")).await;
+    b.until_count(10, "#logs tbody tr", |c| c >= 50).await;
+    b.js("window.scrollTo(0, document.body.scrollHeight)").await;
+    b.until_count(10, "#logs tbody tr", |c| c == total).await;
     b.close().await;
 }
 

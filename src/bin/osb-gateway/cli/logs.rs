@@ -488,6 +488,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tail_lines_end_with_the_record_id_for_logs_show() {
+        let cells = [
+            "2026-12-04 10:00:00.123",
+            "cf",
+            "eu",
+            "pg",
+            "BIND",
+            "201",
+            "2 ms",
+            "i-1",
+            "small",
+            "6f1c0b1e-0000-4000-8000-000000000001",
+        ]
+        .map(String::from);
+        let line = tail_line(&cells, 201, false);
+        assert!(
+            line.ends_with("  6f1c0b1e-0000-4000-8000-000000000001"),
+            "{line}"
+        );
+        assert!(line.contains("small"), "{line}");
+    }
+
+    #[test]
     fn curl_leaves_credentials_as_a_placeholder() {
         let r = serde_json::json!({
             "method": "PUT", "upstream_url": "https://b.example/v2/service_instances/i",
