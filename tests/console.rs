@@ -328,8 +328,8 @@ async fn an_operator_searches_opens_an_exchange_and_watches_live() {
         "the secret is in the DOM"
     );
     b.find("#download-har").await;
-    b.click("#copy-curl").await;
     b.screenshot("04-exchange").await;
+    b.click("#copy-curl").await;
     let curl: Value = b
         .js("return document.getElementById('curl').textContent")
         .await;
