@@ -137,8 +137,8 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
                 }
             }
-            (&Method::GET, "/" | "/console") => console::redirect(),
-            (&Method::GET, p) if p.starts_with("/console/") => console::asset(p),
+            (&Method::GET | &Method::HEAD, "/" | "/console") => console::redirect(),
+            (&Method::GET | &Method::HEAD, p) if p.starts_with("/console/") => console::asset(p),
             (_, p) if p.starts_with("/console/") => method_not_allowed(req.method(), p),
             (&Method::GET, "/metrics") => {
                 let scope = self.token(&req).map(|t| t.scope.clone());
