@@ -26,9 +26,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             t.len()
         ));
     }
-    let d = humantime::parse_duration(t).map_err(|e| {
-        format!("expected a duration such as \"500ms\", \"10s\", \"1m30s\" or \"1h\" ({e})")
-    })?;
+    let expected = |why: &str| {
+        format!("expected a duration such as \"500ms\", \"1.5s\", \"1m30s\" or \"1h\" ({why})")
+    };
+    // NB: a '.' is read by `fraction` or refused: humantime would take
+    // ".5s" for 500 seconds.
+    let d = if t.contains('.') {
+        fraction(t).ok_or_else(|| expected("one decimal number and one unit, as in \"1.5s\""))?
+    } else {
+        humantime::parse_duration(t).map_err(|e| expected(&e.to_string()))?
+    };
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
@@ -39,6 +46,44 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err(format!("must be at most {} (366 days)", format(MAX)));
     }
     Ok(d)
+}
+
+/// One decimal number and one unit (`1.5s`, `0.25h`, `2.5m`), which
+/// humantime does not read; whole milliseconds only, checked by the caller.
+fn fraction(t: &str) -> Option<Duration> {
+    let at = t.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = (t[..at].trim(), t[at..].trim());
+    if !num.contains('.') || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let per_ms: u64 = match unit {
+        "ms" => 1,
+        "s" | "sec" | "secs" => 1000,
+        "m" | "min" | "mins" => 60_000,
+        "h" | "hr" | "hrs" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        _ => return None,
+    };
+    let (whole, frac) = num.split_once('.')?;
+    if frac.contains('.') || frac.len() > 9 || (whole.is_empty() && frac.is_empty()) {
+        return None;
+    }
+    // NB: exact decimal arithmetic, in nanoseconds: no float rounding.
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac_ns: u64 = format!("{frac:0<9}").parse().ok()?;
+    // frac_ns is billionths of one unit; one unit is per_ms * 10^6 ns.
+    let scaled = frac_ns.checked_mul(per_ms)?;
+    if scaled % 1000 != 0 {
+        return None; // finer than a nanosecond
+    }
+    let ns = whole
+        .checked_mul(per_ms * 1_000_000)?
+        .checked_add(scaled / 1000)?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// Formats a duration the way [`parse`] reads it.
@@ -83,6 +128,31 @@ mod tests {
         assert_eq!(format(Duration::from_secs(125)), "125s");
         assert_eq!(format(Duration::from_secs(120)), "2m");
         assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn decimal_durations_are_read_exactly() {
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse("0.25h"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("2.5m"), Ok(Duration::from_secs(150)));
+        assert_eq!(parse("1.001s"), Ok(Duration::from_millis(1001)));
+        assert!(parse("1.0005s")
+            .unwrap_err()
+            .contains("whole number of milliseconds"));
+        assert!(parse("0.0s").unwrap_err().contains("greater than zero"));
+        for bad in [
+            "1.5",
+            "1..5s",
+            "1.5.5s",
+            ".s",
+            "1.5 parsecs",
+            "-1.5s",
+            "1.5e3s",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("400.5d").unwrap_err().contains("at most"));
     }
 
     #[test]
