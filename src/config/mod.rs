@@ -11,6 +11,7 @@ mod check;
 pub mod credentials;
 pub mod duration;
 pub mod file;
+pub mod log_level;
 pub mod secret;
 
 pub use addresses::AddressPolicy;
