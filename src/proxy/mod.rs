@@ -169,14 +169,9 @@ impl Proxy {
                 // with; a forwarded one with the headers the broker got.
                 // NB: a refusal on a broker's path counts under the broker
                 // and the location asked for, as its record names them.
-                if routing.stats.is_none() {
-                    routing.stats = Some(match &refused {
-                        Ok((route, _)) => route.stats.clone(),
-                        Err(_) => table
-                            .stats(&routing.broker, &routing.location)
-                            .unwrap_or(&self.inner.unrouted)
-                            .clone(),
-                    });
+                if refused.is_err() {
+                    let stats = table.stats(&routing.broker, &routing.location);
+                    routing.stats = Some(stats.unwrap_or(&self.inner.unrouted).clone());
                 }
                 if ex.capturing() {
                     routing.request_headers = req.headers().clone();
@@ -237,9 +232,12 @@ impl Proxy {
         routing.customer = Some(route.owner.clone());
         // NB: served by `global` for another location: counted under the
         // location asked for (a map lookup only for that case).
-        if *route.location != *routing.location {
-            routing.stats = table.stats(&routing.broker, &routing.location).cloned();
-        }
+        let stats = if *route.location == *routing.location {
+            None
+        } else {
+            table.stats(&routing.broker, &routing.location)
+        };
+        routing.stats = Some(stats.unwrap_or(&route.stats).clone());
         Ok((route.clone(), target.offset))
     }
 
@@ -276,9 +274,6 @@ impl Proxy {
         }
         routing.upstream_url = upstream_url;
         routing.redact_parameters = route.redact_parameters;
-        if routing.stats.is_none() {
-            routing.stats = Some(route.stats.clone());
-        }
         if ex.capturing() {
             routing.request_headers = parts.headers.clone();
         }

@@ -118,11 +118,11 @@ struct BrokerEntry {
     deactivated: bool,
     private: Option<Arc<Route>>,
     publications: HashMap<String, Publication>,
-    /// Request counters by the location a platform asked for (every
-    /// declared location, `private` and `global`): a request served by
-    /// the `global` publication is counted under the location it named,
-    /// as its record is, and a refusal on the broker's path too. Built
-    /// with the table, so the request path takes no lock.
+    /// Request counters by the location a platform asked for: each of
+    /// the broker's routes, and with a `global` publication every declared
+    /// location, so a request `global` serves is counted under the
+    /// location it named, as its record is (a refusal on such a path too).
+    /// Built with the table, so the request path takes no lock.
     stats: HashMap<String, Arc<RouteStats>>,
 }
 
@@ -218,7 +218,7 @@ impl RouteTable {
     }
 
     /// The request counters of broker `broker` as called in `location`
-    /// (`None`: no such broker, or a location nobody declared).
+    /// (`None`: no such broker, or no route of it serves that location).
     pub fn stats(&self, broker: &str, location: &str) -> Option<&Arc<RouteStats>> {
         self.brokers.get(broker)?.stats.get(location)
     }

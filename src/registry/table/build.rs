@@ -290,12 +290,26 @@ impl RouteTable {
                     "deactivation is permanent: a deactivated broker cannot be reactivated",
                 );
             }
-            let stats = locations
+            // NB: counters for the locations the broker has a route in, and,
+            // with a `global` publication, every declared location (fallback
+            // traffic). Not brokers × locations for every broker: that grows
+            // with both and is kept for the life of the process.
+            let mut stats: HashMap<String, Arc<RouteStats>> = publications
                 .iter()
-                .map(String::as_str)
-                .chain([PRIVATE, GLOBAL])
-                .map(|loc| (loc.to_string(), route_stats(cx, &b.id, loc)))
+                .map(|(loc, p)| (loc.clone(), p.route.stats.clone()))
+                .chain(
+                    private
+                        .iter()
+                        .map(|r| (PRIVATE.to_string(), r.stats.clone())),
+                )
                 .collect();
+            if publications.contains_key(GLOBAL) {
+                for loc in &locations {
+                    stats
+                        .entry(loc.clone())
+                        .or_insert_with(|| route_stats(cx, &b.id, loc));
+                }
+            }
             brokers.entry(b.id.clone()).or_insert(BrokerEntry {
                 owner: b.owner.clone(),
                 deactivated: b.deactivated,

@@ -63,46 +63,45 @@ impl ClickHouseReader {
         // NB: `b` and the levels are numbers this gateway made, not input.
         let bucket = format!("toInt64(intDiv(received_at_us, {b}) * {b})");
         let levels = LEVELS.map(|l| l.to_string()).join(", ");
+        // NB: the error and lifecycle rules mirror `query::usage::{is_error,
+        // lifecycle}`; tests/compat.rs holds both stores to equal answers.
         let stats = format!(
             "count() AS n, countIf(status >= 400 AND status < 500) AS c4, \
              countIf(status >= 500 OR status < 100) AS e, quantiles({levels})(duration_us) AS q"
         );
-        let series: Vec<SeriesRow> = self
-            .grouped(
-                q,
-                &format!("{bucket} AS t, operation, toUInt16(intDiv(status, 100)) AS class, count() AS n"),
-                " GROUP BY t, operation, class ORDER BY t, operation, class",
-            )
-            .await?;
-        let buckets: Vec<StatsRow> = self
-            .grouped(
-                q,
-                &format!("'' AS key, {bucket} AS t, {stats}"),
-                " GROUP BY t ORDER BY t",
-            )
-            .await?;
-        let ops: Vec<StatsRow> = self
-            .grouped(
-                q,
-                &format!("operation AS key, toInt64(0) AS t, {stats}"),
-                " GROUP BY operation",
-            )
-            .await?;
-        let total: Vec<StatsRow> = self
-            .grouped(q, &format!("'' AS key, toInt64(0) AS t, {stats}"), "")
-            .await?;
-        let plans: Vec<PlanRow> = self
-            .grouped(
+        // NB: the five queries run at once; each reads the same range.
+        let series_q = self.grouped::<SeriesRow>(
+            q,
+            format!(
+                "{bucket} AS t, operation, toUInt16(intDiv(status, 100)) AS class, count() AS n"
+            ),
+            " GROUP BY t, operation, class ORDER BY t, operation, class",
+        );
+        let buckets_q = self.grouped::<StatsRow>(
+            q,
+            format!("'' AS key, {bucket} AS t, {stats}"),
+            " GROUP BY t ORDER BY t",
+        );
+        let ops_q = self.grouped::<StatsRow>(
+            q,
+            format!("operation AS key, toInt64(0) AS t, {stats}"),
+            " GROUP BY operation",
+        );
+        let total_q =
+            self.grouped::<StatsRow>(q, format!("'' AS key, toInt64(0) AS t, {stats}"), "");
+        let plans_q = self.grouped::<PlanRow>(
                 q,
                 "plan_id, argMaxIf(plan_name, received_at_us, plan_name != '') AS pname, \
                  argMaxIf(service_name, received_at_us, service_name != '') AS sname, \
                  countIf(operation = 'PROVISION_INSTANCE' AND status >= 200 AND status <= 202) AS ic, \
                  countIf(operation = 'DEPROVISION_INSTANCE' AND status IN (200, 202)) AS idel, \
                  countIf(operation = 'BIND' AND status >= 200 AND status <= 202) AS bc, \
-                 countIf(operation = 'UNBIND' AND status IN (200, 202)) AS bd",
+                 countIf(operation = 'UNBIND' AND status IN (200, 202)) AS bd"
+                .to_string(),
                 " GROUP BY plan_id HAVING ic + idel + bc + bd > 0 ORDER BY plan_id",
-            )
-            .await?;
+            );
+        let (series, buckets, ops, total, plans) =
+            tokio::try_join!(series_q, buckets_q, ops_q, total_q, plans_q)?;
         let mut operations: Vec<OperationUsage> = ops
             .iter()
             .map(|r| OperationUsage {
@@ -158,13 +157,13 @@ impl ClickHouseReader {
     async fn grouped<T>(
         &self,
         q: &UsageQuery,
-        columns: &str,
+        columns: String,
         tail: &str,
     ) -> Result<Vec<T>, ReadError>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        let mut sql = self.where_filter(columns, true, &q.filter);
+        let mut sql = self.where_filter(&columns, true, &q.filter);
         sql.text.push_str(tail);
         match sql.query(&self.client).fetch_all::<T>().await {
             Ok(rows) => Ok(rows),
