@@ -9,7 +9,7 @@ import { usageScreen } from './usage.js';
 
 const main = document.getElementById('main');
 /** Who is signed in: `{name, role, customer, locations}`. */
-export const session = { me: null };
+const session = { me: null };
 let leave = () => {};
 
 function signIn(message) {

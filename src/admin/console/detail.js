@@ -1,5 +1,5 @@
 // One exchange: timings, route, headers, bodies, copy as curl, HAR.
-import { get, query } from './api.js';
+import { get } from './api.js';
 import { h, fill, localTime, duration, bytes, status, outcomeBadge, prettyBody, toast } from './ui.js';
 
 const shq = (s) => `'${String(s).replace(/'/g, "'\\''")}'`;
@@ -121,9 +121,4 @@ export function detailScreen(box, id) {
     document.title = `${r.operation} ${r.status} · osb-gateway`;
   }).catch((x) => fill(box, h('p', { class: 'error' }, x.message), h('a', { href: '#/logs' }, 'Back to the logs')));
   return () => { if (url) URL.revokeObjectURL(url); document.title = 'osb-gateway console'; };
-}
-
-/** Links to the logs filtered by `params`. */
-export function logsLink(params, text) {
-  return h('a', { href: `#/logs${query(params)}` }, text);
 }
