@@ -104,7 +104,10 @@ pub struct GatewayHandle {
     pub catalogs: Arc<catalog::Catalogs>,
     /// Request counters by route.
     pub requests: Arc<metrics::RequestMetrics>,
+    /// Both listeners' certificates (reloaded on SIGHUP and file change).
+    pub certificates: server::Certificates,
     watcher: Option<JoinHandle<()>>,
+    cert_watcher: Option<JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -141,10 +144,7 @@ impl Gateway {
             cfg.secret_key = Some(config::SecretKey::generate());
             tracing::info!("no secret key configured: using a temporary one for passwords set through the admin API (the embedded registry is not written to disk)");
         }
-        let tls = match &cfg.tls {
-            Some(files) => Some(server::tls_acceptor(files).map_err(StartError::Tls)?),
-            None => None,
-        };
+        let certs = server::Certificates::load(&cfg).map_err(|e| StartError::Tls(e.join("; ")))?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -188,9 +188,11 @@ impl Gateway {
                     .run_timer(reloader.clone(), std::time::Duration::from_secs(1)),
             )
         });
+        let cert_watcher = (!certs.all().is_empty() && !cfg.tls_watch.is_zero())
+            .then(|| tokio::spawn(server::tls::watch(certs.clone(), cfg.tls_watch)));
         let (shutdown, rx) = watch::channel(false);
         let opts = server::ServeOptions {
-            tls,
+            tls: certs.listen.as_ref().map(server::Certs::acceptor),
             header_read_timeout: cfg.header_read_timeout,
             limits: cfg.connections,
             grace: cfg.shutdown_grace,
@@ -201,10 +203,6 @@ impl Gateway {
         };
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let admin_addr = if cfg.admin.enabled {
-            let admin_tls = match &cfg.admin.tls {
-                Some(files) => Some(server::tls_acceptor(files).map_err(StartError::Tls)?),
-                None => None,
-            };
             let l = TcpListener::bind(cfg.admin.listen)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -231,9 +229,10 @@ impl Gateway {
                 },
                 tokens: cfg.admin.tokens.clone(),
                 ready: ready.clone(),
+                certificates: certs.clone(),
             });
             let opts = server::ServeOptions {
-                tls: admin_tls,
+                tls: certs.admin.as_ref().map(server::Certs::acceptor),
                 header_read_timeout: cfg.header_read_timeout,
                 limits: cfg.connections,
                 grace: cfg.shutdown_grace,
@@ -271,7 +270,9 @@ impl Gateway {
             reloader,
             catalogs,
             requests,
+            certificates: certs,
             watcher,
+            cert_watcher,
             refresher,
             shutdown,
             task,
@@ -283,7 +284,7 @@ impl GatewayHandle {
     /// Stops accepting, waits for requests in flight (up to the grace
     /// period), then stores or spools every captured record.
     pub async fn shutdown(self) {
-        if let Some(w) = &self.watcher {
+        for w in [&self.watcher, &self.cert_watcher].into_iter().flatten() {
             w.abort();
         }
         if let Some(r) = &self.refresher {

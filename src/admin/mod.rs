@@ -75,6 +75,8 @@ pub struct AdminParts {
     pub tokens: Vec<AdminToken>,
     /// Set once the platform listener is up.
     pub ready: Arc<AtomicBool>,
+    /// Both listeners' certificates (expiry in metrics and the status view).
+    pub certificates: crate::server::Certificates,
 }
 
 type AdminInner = AdminParts;

@@ -414,6 +414,12 @@ impl GatewayFile {
                 dl.max_per_client,
             ),
         };
+        let tls_watch = dur(
+            &mut c,
+            "listen.tls_watch_interval",
+            &self.listen.tls_watch_interval,
+            Duration::from_secs(5),
+        );
         let registry_watch = match self.registry.watch {
             Some(false) => None,
             _ => Some(dur(
@@ -551,6 +557,7 @@ impl GatewayFile {
             catalog_refresh: self.catalog.refresh.unwrap_or(true),
             admin,
             registry_watch,
+            tls_watch,
             capture,
             mode,
             listen,

@@ -159,6 +159,9 @@ pub struct ListenFile {
     pub tls_cert: Option<String>,
     /// PEM private key.
     pub tls_key: Option<String>,
+    /// How often both listeners' certificate and key files are checked for
+    /// a change (default 5s); SIGHUP reloads them at once.
+    pub tls_watch_interval: Option<String>,
     /// Limit from accept to a connection's first request headers (TLS
     /// handshake, protocol detection, HTTP/2 preface included), and on
     /// reading each request's headers.

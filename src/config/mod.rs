@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod duration;
 pub mod file;
 pub mod log_level;
+pub mod position;
 pub mod secret;
 
 pub use addresses::AddressPolicy;
@@ -378,6 +379,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// TLS for the platform listener; `None` only in development mode.
     pub tls: Option<TlsFiles>,
+    /// How often the listeners' certificate files are checked for changes.
+    pub tls_watch: Duration,
     /// Where the registry comes from.
     pub registry: RegistrySource,
     /// How often the registry file is checked for changes (`None`: never).
@@ -425,7 +428,7 @@ impl GatewayConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base, env).map_err(|mut all| {
             for e in &mut all.0 {
-                e.field = format!("{}: {}", path.display(), e.field);
+                e.field = at_position(path, &text, &e.field);
             }
             all
         })
@@ -449,19 +452,39 @@ impl GatewayConfig {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigErrors> {
-        let f: file::GatewayFile = toml::from_str(text).map_err(|e| toml_error(&e))?;
+        let f: file::GatewayFile = toml::from_str(text).map_err(|e| toml_error(&e, text))?;
         f.validate(base, env)
     }
 }
 
-/// Turns a TOML/serde error into a [`ConfigError`] that names the key.
-pub(crate) fn toml_error(e: &toml::de::Error) -> ConfigError {
-    let msg = e.message().to_string();
+/// Turns a TOML/serde error in `text` into a [`ConfigError`] that says
+/// where: `line 12, column 3` (the file name is added by the caller).
+pub(crate) fn toml_error(e: &toml::de::Error, text: &str) -> ConfigError {
+    let msg = e.message().trim_end().to_string();
     let field = match e.span() {
-        Some(span) => format!("at bytes {}..{}", span.start, span.end),
+        Some(span) => {
+            let (line, col) = position::line_col(text, span.start);
+            format!("line {line}, column {col}")
+        }
         None => "file".into(),
     };
     ConfigError::new(field, "", msg)
+}
+
+/// `field` prefixed with the file and, when the field is written in it,
+/// its line and column (`gateway.toml:12:1: listen.address`), the form
+/// editors and terminals turn into a link.
+pub(crate) fn at_position(path: &Path, text: &str, field: &str) -> String {
+    if let Some(rest) = field.strip_prefix("line ") {
+        // A parse error: "line L, column C" already.
+        if let Some((line, col)) = rest.split_once(", column ") {
+            return format!("{}:{line}:{col}", path.display());
+        }
+    }
+    match position::locate(text, field) {
+        Some((line, col)) => format!("{}:{line}:{col}: {field}", path.display()),
+        None => format!("{}: {field}", path.display()),
+    }
 }
 
 #[cfg(test)]

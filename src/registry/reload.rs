@@ -43,7 +43,23 @@ pub fn load(
 ) -> Result<RouteTable, LoadError> {
     let (text, base, name) = read_source(cfg, None)?;
     let file = parse(&text, &name)?;
-    build(cfg, &file, &base, env, None, None)
+    build(cfg, &file, &base, env, None, None).map_err(|e| located(e, &text, &name))
+}
+
+/// Validation errors with the file, line and column of the field each
+/// names, where it is written in the file (`registry.toml:14:1: broker "pg"`).
+fn located(e: LoadError, text: &str, name: &str) -> LoadError {
+    match e {
+        LoadError::Invalid(mut all) => {
+            for e in &mut all.0 {
+                if let Some((line, col)) = config::position::locate(text, &e.field) {
+                    e.object = format!("{name}:{line}:{col}: {}", e.object);
+                }
+            }
+            LoadError::Invalid(all)
+        }
+        other => other,
+    }
 }
 
 /// The registry text, the directory its relative paths resolve against,
@@ -85,8 +101,8 @@ fn parse(text: &str, name: &str) -> Result<RegistryFile, LoadError> {
         .into());
     }
     Ok(toml::from_str(text).map_err(|e| {
-        let mut ce = config::toml_error(&e);
-        ce.field = format!("{name}: {}", ce.field);
+        let mut ce = config::toml_error(&e, text);
+        ce.field = config::at_position(std::path::Path::new(name), text, &ce.field);
         ce
     })?)
 }
@@ -203,7 +219,8 @@ pub fn load_for_serving(
     let stamp = file_stamp(&cfg.registry);
     let (text, base, name) = read_source(cfg, None)?;
     let file = parse(&text, &name)?;
-    let table = build(cfg, &file, &base, env, None, Some(requests))?;
+    let table = build(cfg, &file, &base, env, None, Some(requests))
+        .map_err(|e| located(e, &text, &name))?;
     Ok(Loaded {
         snapshot: Snapshot::new(table, file, 1),
         stamp,
@@ -280,7 +297,8 @@ impl Reloader {
         let requests = self.requests.clone();
         tokio::task::spawn_blocking(move || {
             let file = parse(&text, &name)?;
-            let table = build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))?;
+            let table = build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))
+                .map_err(|e| located(e, &text, &name))?;
             refuse_unconfirmed_emptying(&file, &table, &serving)?;
             let fingerprints = table.fingerprints();
             let diff = diff(serving.fingerprints(), &fingerprints);

@@ -10,8 +10,10 @@
 //! listener with a [`Handler`] (`proxy::Proxy`, `admin::Admin`).
 
 mod limits;
+pub mod tls;
 
-use std::path::Path;
+pub use tls::{Certificates, Certs};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,57 +21,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxError;
-use crate::config::{ConnectionLimits, TlsFiles};
+use crate::config::ConnectionLimits;
 use limits::{Admission, Tracked, Verdict};
-
-/// Builds the TLS acceptor for a listener.
-///
-/// # Errors
-/// A message naming the file that could not be read or used.
-pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
-    let certs = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        format!(
-            "listen.tls_key = {:?}: cannot read a PEM private key: {e}",
-            files.key.display()
-        )
-    })?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("listen.tls_cert/tls_key: certificate and key do not fit: {e}"))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(cfg)))
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            format!(
-                "listen.tls_cert = {:?}: cannot read PEM certificates: {e}",
-                path.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "listen.tls_cert = {:?}: no certificate in file",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
 
 /// Something that answers HTTP requests: the proxy, or the admin plane.
 pub trait Handler: Clone + Send + Sync + 'static {
@@ -183,6 +141,10 @@ pub async fn serve<H: Handler>(
             // (after a handshake, mid-preface, or on plain TCP alike).
             let watched = async {
                 match tls {
+                    Some(_) if plain_http(&stream).await => {
+                        refuse_plain_http(stream, first_deadline).await;
+                        Ok(())
+                    }
                     Some(acceptor) => {
                         match tokio::time::timeout_at(first_deadline, acceptor.accept(stream)).await
                         {
@@ -250,6 +212,41 @@ pub async fn serve<H: Handler>(
     // handshake are left (GracefulShutdown does not know them yet).
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Whether a connection to a TLS port opens with plain HTTP (a method
+/// name) instead of a TLS handshake (a record starting 0x16).
+async fn plain_http(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// Answers plain HTTP sent to a TLS port with a readable 400 (as nginx
+/// does), in the OSB error shape, instead of TLS alert bytes.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream, deadline: tokio::time::Instant) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const BODY: &str = "{\"error\":\"PlainHttpToHttpsPort\",\"description\":\"this port speaks HTTPS only: the request was sent as plain HTTP; use an https:// URL\"}\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout_at(deadline, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        // NB: read what the client sent (a bounded amount) before closing,
+        // or the kernel answers the unread bytes with a reset and the
+        // client may never see the 400.
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left -= n.min(left),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Resolves once shutdown was requested (or the sender is gone).

@@ -139,6 +139,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             }
         };
         let reloader = handle.reloader.clone();
+        let certificates = handle.certificates.clone();
         let sighup = tokio::spawn(async move {
             #[cfg(unix)]
             {
@@ -149,6 +150,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
                 while hup.recv().await.is_some() {
                     // NB: a refused reload is logged by the reloader; the old routes keep serving.
                     let _ = reloader.reload("SIGHUP").await;
+                    certificates.reload("SIGHUP").await;
                 }
             }
         });

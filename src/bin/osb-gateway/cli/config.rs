@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use osb_gateway::config::SECRET_KEY_ENV;
 use osb_gateway::config::{duration, GatewayConfig};
-use osb_gateway::load_registry;
+use osb_gateway::{load_registry, StartError};
 
 use super::{table, EX_USAGE};
 
@@ -31,27 +32,48 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
+/// Placeholder an unset environment variable stands for while `check`
+/// goes on past it, so that one run reports everything (the variable is
+/// reported as missing, with the field that needs it).
+const UNSET: &str = "(unset)";
+
 fn check(file: &std::path::Path) -> ExitCode {
+    let mut problems: Vec<String> = Vec::new();
     let cfg = match GatewayConfig::load(file, &env) {
-        Ok(c) => c,
+        Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            return ExitCode::from(EX_USAGE);
+            problems.extend(e.0.iter().map(ToString::to_string));
+            // NB: go on with placeholders for unset variables (never for
+            // the secret key: a made-up key would fail every enc:v1:
+            // value with a misleading message), so the registry and the
+            // TLS files are checked in this same run.
+            let lenient = |k: &str| match k {
+                SECRET_KEY_ENV => env(k),
+                _ => env(k).or_else(|| Some(UNSET.to_string())),
+            };
+            GatewayConfig::load(file, &lenient).ok()
         }
+    };
+    let Some(cfg) = cfg else {
+        return refused(&problems);
     };
     let table = match load_registry(&cfg, &env) {
-        Ok(t) => t,
+        Ok(t) => Some(t),
+        Err(StartError::Registry(r)) => {
+            problems.extend(r.0.iter().map(ToString::to_string));
+            None
+        }
         Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EX_USAGE);
+            problems.push(e.to_string());
+            None
         }
     };
-    if let Some(tls) = &cfg.tls {
-        if let Err(e) = osb_gateway::server::tls_acceptor(tls) {
-            eprintln!("invalid TLS configuration: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
+    if let Err(e) = osb_gateway::server::Certificates::load(&cfg) {
+        problems.extend(e);
     }
+    let Some(table) = table.filter(|_| problems.is_empty()) else {
+        return refused(&problems);
+    };
     println!("configuration OK: {}", file.display());
     println!(
         "mode: {}   listen: {} ({})",
@@ -137,6 +159,19 @@ fn check(file: &std::path::Path) -> ExitCode {
         .collect();
     print_table(&["PLATFORM", "CUSTOMER", "USER", "LOCATIONS"], &platforms);
     ExitCode::SUCCESS
+}
+
+/// Prints every problem at once, and what to fix first.
+fn refused(problems: &[String]) -> ExitCode {
+    eprintln!(
+        "configuration refused ({} problem{}):",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        eprintln!("  - {p}");
+    }
+    ExitCode::from(EX_USAGE)
 }
 
 fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
