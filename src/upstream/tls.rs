@@ -38,6 +38,13 @@ pub fn system_roots() -> &'static RootCertStore {
 
 /// A verifying client config: system roots plus `extra` CA certificates.
 ///
+/// A server whose certificate is byte for byte one of `extra` is trusted
+/// too: a self-signed certificate given as the CA file (what
+/// `openssl req -x509` makes is marked as a CA, which WebPKI refuses as a
+/// server's own certificate: `CaUsedAsEndEntity`). That is pinning, as
+/// `curl --pinnedpubkey` does: exactly that certificate, whatever name it
+/// carries; the handshake still proves the server holds its key.
+///
 /// # Errors
 /// When an extra certificate is not a usable trust anchor.
 pub fn verified(extra: &[CertificateDer<'static>]) -> Result<ClientConfig, String> {
@@ -47,11 +54,82 @@ pub fn verified(extra: &[CertificateDer<'static>]) -> Result<ClientConfig, Strin
             .add(c.clone())
             .map_err(|e| format!("CA certificate not usable as a trust anchor: {e}"))?;
     }
-    Ok(ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
+        .expect("ring supports the default protocol versions");
+    if extra.is_empty() {
+        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+    }
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| format!("CA certificates not usable: {e}"))?;
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki {
+            pinned: extra.to_vec(),
+            webpki,
+        }))
         .with_no_client_auth())
+}
+
+/// WebPKI verification, and exact matches of the configured certificates.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    pinned: Vec<CertificateDer<'static>>,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// A client config that accepts any server certificate.

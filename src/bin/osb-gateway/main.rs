@@ -11,7 +11,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use osb_gateway::config::{duration, GatewayConfig};
 use osb_gateway::{telemetry, Gateway, StartError};
 
@@ -82,11 +82,45 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print a shell completion script: `osb-gateway completions bash >
+    /// /etc/bash_completion.d/osb-gateway`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `osb-gateway man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // NB: --help and --version print to stdout and succeed; every
+            // usage error exits 64, as the README documents (clap says 2).
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(EX_USAGE),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     match cli.command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "osb-gateway", &mut out);
+            write_out(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => write_out(&out),
+                Err(e) => {
+                    eprintln!("osb-gateway: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => serve(config),
         Command::Config { command } => config::run(command),
         Command::Secret { command } => secret::run(command),
@@ -94,6 +128,18 @@ fn main() -> ExitCode {
         Command::Reload { admin } => brokers::reload(&admin),
         Command::Logs { admin, command } => logs::logs(&admin, command),
         Command::Instances { admin, command } => instances::instances(&admin, command),
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error.
+fn write_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("osb-gateway: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use http::Method;
 use serde_json::{json, Value};
 
-use super::client::AdminClient;
+use super::client::{AdminClient, ClientError};
 use super::{run, s, table, usage, AdminArgs, Outcome};
 
 /// How a password is given to a command.
@@ -396,7 +396,20 @@ async fn brokers_call(c: &AdminClient, cmd: BrokersCommand) -> Outcome {
                 })
                 .collect();
             let text = table(&["ROUTE", "RESULT", "SERVICES", "ERROR"], &rows);
-            Ok((v, text))
+            let failed = v["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["result"] == "failed")
+                .count();
+            match failed {
+                0 => Ok((v, text)),
+                n => Err(ClientError::Partial {
+                    failed: format!("the catalog refresh failed on {n} route(s)"),
+                    value: v,
+                    text,
+                }),
+            }
         }
     }
 }

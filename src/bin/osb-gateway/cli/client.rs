@@ -38,6 +38,16 @@ pub enum ClientError {
     /// Bad client settings (URL, CA file).
     #[error("{0}")]
     Setup(String),
+    /// Part of the work failed: the answer is printed, then `failed`.
+    #[error("{failed}")]
+    Partial {
+        /// The API's answer.
+        value: Value,
+        /// The answer as text.
+        text: String,
+        /// What failed.
+        failed: String,
+    },
 }
 
 /// An admin API client.
@@ -60,7 +70,8 @@ impl AdminClient {
             )));
         }
         let extra = match ca_file {
-            Some(p) => osb_gateway::upstream::ca::read_file(p).map_err(ClientError::Setup)?,
+            Some(p) => osb_gateway::upstream::ca::read_file(p)
+                .map_err(|e| ClientError::Setup(format!("CA file {}: {e}", p.display())))?,
             None => Vec::new(),
         };
         let tls = osb_gateway::upstream::tls::verified(&extra).map_err(ClientError::Setup)?;

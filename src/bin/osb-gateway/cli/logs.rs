@@ -29,7 +29,7 @@ pub struct Criteria {
     #[arg(long)]
     operation: Option<String>,
     /// Response code: 403, >399, >=500, <300, 400-499, 4xx.
-    #[arg(long)]
+    #[arg(long, value_parser = status_expression)]
     status: Option<String>,
     /// Service plan: its id or its name (as the catalog named it).
     #[arg(long)]
@@ -46,6 +46,12 @@ pub struct Criteria {
     /// ok, broker_error, rejected, upstream_error, timeout, aborted, shutdown.
     #[arg(long)]
     outcome: Option<String>,
+}
+
+/// `--status` checked here, so a bad one is a usage error (64) like a bad
+/// `--before`, not an API refusal.
+fn status_expression(text: &str) -> Result<String, String> {
+    osb_gateway::store::query::StatusExpr::parse(text).map(|_| text.to_string())
 }
 
 impl Criteria {

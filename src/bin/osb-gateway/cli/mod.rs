@@ -21,31 +21,90 @@ use serde_json::Value;
 
 use self::client::{AdminClient, ClientError};
 
+/// Exit code when the admin API refused the request (its error is printed).
+pub const EX_REFUSED: u8 = 1;
+/// Exit code when part of a command failed (e.g. one route's catalog
+/// refresh); what worked and what did not is printed.
+pub const EX_PARTIAL: u8 = 3;
 /// Exit code for bad usage or configuration (sysexits EX_USAGE), as linkerd does.
 pub const EX_USAGE: u8 = 64;
 /// Exit code when the admin API cannot be reached (sysexits EX_UNAVAILABLE).
-const EX_UNAVAILABLE: u8 = 69;
+pub const EX_UNAVAILABLE: u8 = 69;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// Base URL of the admin listener.
-    #[arg(
-        long,
-        env = "OSB_GATEWAY_ADMIN_URL",
-        default_value = "http://127.0.0.1:8081",
-        global = true
-    )]
-    admin_url: String,
+    /// Base URL of the admin listener [default: from --config, else
+    /// http://127.0.0.1:8081, the development gateway's].
+    #[arg(long, env = "OSB_GATEWAY_ADMIN_URL", global = true)]
+    admin_url: Option<String>,
+    /// The gateway's configuration file: the admin URL (https:// when its
+    /// admin listener has TLS) and the certificate to trust come from it.
+    #[arg(long, short, env = "OSB_GATEWAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Name of the environment variable holding the bearer token.
     #[arg(long, default_value = "OSB_GATEWAY_ADMIN_TOKEN", global = true)]
     token_env: String,
-    /// Extra CA certificate (PEM) to trust for an https:// admin URL.
+    /// CA certificate (PEM) to trust for an https:// admin URL, or the
+    /// server's own self-signed certificate.
     #[arg(long, env = "OSB_GATEWAY_ADMIN_CA", global = true)]
     ca_file: Option<PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+}
+
+/// The development gateway's admin listener.
+const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8081";
+
+impl AdminArgs {
+    /// The admin URL and the CA file to trust: flags first, then the
+    /// gateway's configuration file, then the development default.
+    fn target(&self) -> Result<(String, Option<PathBuf>), String> {
+        let Some(file) = &self.config else {
+            let url = self.admin_url.clone();
+            return Ok((
+                url.unwrap_or_else(|| DEFAULT_ADMIN_URL.into()),
+                self.ca_file.clone(),
+            ));
+        };
+        // NB: only where the admin listener is and its certificate are
+        // needed: secrets the file reads from the environment need not be
+        // set here, so they are stood in for.
+        let env = |k: &str| match k {
+            osb_gateway::config::SECRET_KEY_ENV => std::env::var(k).ok(),
+            _ => std::env::var(k).ok().or_else(|| Some("(unset)".into())),
+        };
+        let cfg = osb_gateway::config::GatewayConfig::load(file, &env)
+            .map_err(|e| format!("--config: {e}"))?;
+        if !cfg.admin.enabled {
+            return Err(format!(
+                "--config {}: the admin listener is disabled (admin.enabled = false)",
+                file.display()
+            ));
+        }
+        let mut addr = cfg.admin.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let scheme = if cfg.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = self
+            .admin_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        let ca = self
+            .ca_file
+            .clone()
+            .or_else(|| cfg.admin.tls.as_ref().map(|t| t.cert.clone()));
+        Ok((url, ca))
+    }
 }
 
 /// `text` with control characters escaped (`\u{1b}`), so that what a
@@ -121,7 +180,14 @@ pub(crate) fn run(
         );
         return ExitCode::from(EX_USAGE);
     };
-    let client = match AdminClient::new(&args.admin_url, token.trim(), args.ca_file.as_deref()) {
+    let (url, ca) = match args.target() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("osb-gateway: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let client = match AdminClient::new(&url, token.trim(), ca.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("osb-gateway: {e}");
@@ -140,22 +206,17 @@ pub(crate) fn run(
     };
     match rt.block_on(f(&client)) {
         Ok((v, text)) => {
-            if args.json && !v.is_null() {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else if !text.is_empty() {
-                // NB: line breaks are the output's own; every other control
-                // character in it is escaped.
-                let text: String = text
-                    .split('\n')
-                    .map(|l| printable(l).into_owned())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                print!("{text}");
-                if !text.ends_with('\n') {
-                    println!();
-                }
-            }
+            print_answer(args, &v, &text);
             ExitCode::SUCCESS
+        }
+        Err(ClientError::Partial {
+            value,
+            text,
+            failed,
+        }) => {
+            print_answer(args, &value, &text);
+            eprintln!("osb-gateway: {failed}");
+            ExitCode::from(EX_PARTIAL)
         }
         Err(e @ ClientError::Unreachable { .. }) => {
             eprintln!("osb-gateway: {e}");
@@ -171,11 +232,32 @@ pub(crate) fn run(
                 status.as_u16(),
                 printable(&description)
             );
-            ExitCode::FAILURE
+            if code == "PlainHttpToHttpsPort" {
+                eprintln!("osb-gateway: the admin listener speaks HTTPS: give --config with the gateway's file, or --admin-url https://...");
+            }
+            ExitCode::from(EX_REFUSED)
         }
         Err(e) => {
             eprintln!("osb-gateway: {e}");
             ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+fn print_answer(args: &AdminArgs, v: &Value, text: &str) {
+    if args.json && !v.is_null() {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else if !text.is_empty() {
+        // NB: line breaks are the output's own; every other control
+        // character in it is escaped.
+        let text: String = text
+            .split('\n')
+            .map(|l| printable(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
         }
     }
 }
