@@ -17,7 +17,7 @@ command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exi
 CH_BIN=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
 [ -x "$CH_BIN" ] || { echo "needs clickhouse-server: apt-get install -y clickhouse-server" >&2; exit 1; }
 
-cargo build --release --bin osb-gateway --example sample_broker >/dev/null
+cargo build --release --bin osb-gateway >/dev/null
 GW=target/release/osb-gateway
 WORK=$(mktemp -d)
 pids=()
@@ -27,7 +27,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BROKER_PORT=$(free_port); CH_HTTP=$(free_port); CH_TCP=$(free_port); GW_PORT=$(free_port)
 
-taskset -c 1 target/release/examples/sample_broker "127.0.0.1:$BROKER_PORT" >/dev/null &
+taskset -c 1 target/release/osb-gateway sample-broker --listen "127.0.0.1:$BROKER_PORT" >/dev/null 2>&1 &
 pids+=($!)
 
 mkdir -p "$WORK/ch"

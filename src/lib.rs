@@ -20,6 +20,7 @@ pub mod body;
 pub mod capture;
 pub mod catalog;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod osb;
 pub mod proxy;
@@ -256,7 +257,7 @@ impl Gateway {
         ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             %addr,
-            admin = ?admin_addr,
+            admin = admin_addr.map(tracing::field::display),
             tls = cfg.tls.is_some(),
             mode = if cfg.mode.is_development() { "development" } else { "production" },
             routes = routes.load().routes().len(),

@@ -284,16 +284,16 @@ impl Drop for Exchange {
         tracing::info!(
             target: "osb_gateway::exchange",
             request_id = %self.request_id,
-            platform = routing.platform.as_deref().unwrap_or("-"),
+            platform = routing.platform.as_deref(),
             location = %routing.location,
             broker = %routing.broker,
             operation = self.operation.as_str(),
             method = %self.method,
             path = %self.path,
-            status,
+            status = (status != 0).then_some(status),
             outcome = outcome.as_str(),
-            duration_ms = format_args!("{:.3}", duration.as_secs_f64() * 1000.0),
-            error = %error,
+            duration_ms = duration.as_micros() as f64 / 1000.0,
+            error = (!error.is_empty()).then_some(error.as_str()),
             "exchange"
         );
         self.tx.release_body(*self.reserved.get_mut());

@@ -300,7 +300,7 @@ impl Pipeline {
         if was_up {
             tracing::warn!(sink = self.sink.name(), error = %err, "capture store unavailable: spooling records to disk until it answers");
         } else {
-            tracing::debug!(sink = self.sink.name(), error = %err, retry_in = ?self.backoff, "capture store still unavailable");
+            tracing::debug!(sink = self.sink.name(), error = %err, retry_in_ms = self.backoff.as_millis() as u64, "capture store still unavailable");
         }
         self.backoff = (self.backoff * 2).min(self.cfg.retry_max_backoff);
     }

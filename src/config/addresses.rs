@@ -58,6 +58,12 @@ impl Default for AddressPolicy {
 }
 
 impl AddressPolicy {
+    /// The networks set for private registrations: (denied, allowed).
+    pub fn networks(&self) -> (Vec<String>, Vec<String>) {
+        let show = |n: &[IpNet]| n.iter().map(ToString::to_string).collect();
+        (show(&self.private_deny), show(&self.private_allow))
+    }
+
     /// A policy with these networks for private registrations.
     pub fn new(private_deny: Vec<IpNet>, private_allow: Vec<IpNet>) -> Self {
         AddressPolicy {

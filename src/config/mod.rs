@@ -10,6 +10,7 @@ pub mod addresses;
 mod check;
 pub mod credentials;
 pub mod duration;
+mod effective;
 pub mod file;
 pub mod log_level;
 pub mod position;
@@ -31,7 +32,8 @@ pub const SECRET_KEY_ENV: &str = "OSB_GATEWAY_SECRET_KEY";
 /// development mode on 127.0.0.1:8080, with the sample registry.
 pub const EMBEDDED_GATEWAY: &str = include_str!("../../config/gateway.dev.toml");
 /// The registry used by the embedded defaults: one sample broker on
-/// `http://127.0.0.1:9090` (see `cargo run --example sample_broker`).
+/// `http://127.0.0.1:9090`, which `serve` without `--config` replaces with
+/// the address of the sample broker it starts in the same process.
 pub const EMBEDDED_REGISTRY: &str = include_str!("../../config/registry.dev.toml");
 
 /// A configuration error: the field, the value and what is wrong with it.
@@ -153,8 +155,9 @@ pub struct TlsFiles {
 pub enum RegistrySource {
     /// A TOML file, re-read on reload.
     File(PathBuf),
-    /// TOML text compiled into the binary (the embedded defaults).
-    Embedded(&'static str),
+    /// TOML text held in memory (the embedded defaults, with the address
+    /// of the sample broker the demo started).
+    Embedded(std::sync::Arc<str>),
 }
 
 /// Upstream timeouts; defaults for every route, which a route may override.
@@ -438,7 +441,7 @@ impl GatewayConfig {
     pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Self {
         let mut c = Self::from_toml(EMBEDDED_GATEWAY, Path::new("."), env)
             .expect("embedded gateway config is valid");
-        c.registry = RegistrySource::Embedded(EMBEDDED_REGISTRY);
+        c.registry = RegistrySource::Embedded(EMBEDDED_REGISTRY.into());
         c.registry_watch = None;
         c
     }

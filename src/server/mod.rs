@@ -100,7 +100,7 @@ pub async fn serve<H: Handler>(
                     accept_errors.0 += 1;
                     accept_errors.1 = (accept_errors.1 * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
                     if limits::due(&accept_warned) {
-                        tracing::warn!(error = %e, failures = accept_errors.0, backoff = ?accept_errors.1, "accept failed");
+                        tracing::warn!(error = %e, failures = accept_errors.0, backoff_ms = accept_errors.1.as_millis() as u64, "accept failed");
                     }
                     tokio::time::sleep(accept_errors.1).await;
                     continue;
@@ -193,7 +193,11 @@ pub async fn serve<H: Handler>(
     }
     drop(listener);
     let started = tokio::time::Instant::now();
-    tracing::info!(grace = ?opts.grace, connections = connections.len(), "stopped accepting; waiting for requests in flight");
+    tracing::info!(
+        grace_ms = opts.grace.as_millis() as u64,
+        connections = connections.len(),
+        "stopped accepting; waiting for requests in flight"
+    );
     if tokio::time::timeout(opts.grace, graceful.shutdown())
         .await
         .is_err()
@@ -202,8 +206,8 @@ pub async fn serve<H: Handler>(
             f();
         }
         tracing::warn!(
-            grace = ?opts.grace,
-            waited = ?started.elapsed(),
+            grace_ms = opts.grace.as_millis() as u64,
+            waited_ms = started.elapsed().as_millis() as u64,
             connections = connections.len(),
             "grace period over; closing the connections still open (their exchanges are recorded as stopped by the gateway)"
         );

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-use osb_gateway::config::{duration, GatewayConfig};
+use osb_gateway::config::GatewayConfig;
 use osb_gateway::{telemetry, Gateway, StartError};
 
 use cli::{brokers, config, instances, logs, secret, AdminArgs, EX_USAGE};
@@ -38,13 +38,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway. Without --config it runs on embedded development
-    /// defaults: plain HTTP on 127.0.0.1:8080, routing to the sample broker
-    /// (`cargo run --example sample_broker`) for the demo platform.
+    /// Run the gateway. Without --config it is a complete demo: embedded
+    /// development defaults (plain HTTP on 127.0.0.1:8080, admin API and
+    /// console on 127.0.0.1:8081) and the sample broker in the same
+    /// process, routed for the demo platform (demo:demo).
     Serve {
         /// Gateway configuration file (see config/gateway.example.toml).
         #[arg(long, short, env = "OSB_GATEWAY_CONFIG")]
         config: Option<PathBuf>,
+        /// Platform listener address, overriding the file's listen.address.
+        #[arg(long, env = "OSB_GATEWAY_LISTEN", value_name = "HOST:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Admin listener address, overriding the file's admin.address.
+        #[arg(long, env = "OSB_GATEWAY_ADMIN_LISTEN", value_name = "HOST:PORT")]
+        admin_listen: Option<std::net::SocketAddr>,
+    },
+    /// Run the sample broker alone (basic auth broker:broker-secret), the
+    /// one `serve` without --config starts by itself.
+    SampleBroker {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090", value_name = "HOST:PORT")]
+        listen: std::net::SocketAddr,
     },
     /// Validate configuration files.
     Config {
@@ -121,7 +135,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => serve(config, listen, admin_listen),
+        Command::SampleBroker { listen } => sample_broker(listen),
         Command::Config { command } => config::run(command),
         Command::Secret { command } => secret::run(command),
         Command::Brokers { admin, command } => brokers::brokers(&admin, command),
@@ -147,8 +166,12 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-fn serve(config: Option<PathBuf>) -> ExitCode {
-    let cfg = match &config {
+fn serve(
+    config: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    admin_listen: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    let mut cfg = match &config {
         Some(path) => match GatewayConfig::load(path, &env) {
             Ok(c) => c,
             Err(e) => {
@@ -158,10 +181,14 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         },
         None => GatewayConfig::embedded(&env),
     };
-    telemetry::init(cfg.log_format, &cfg.log_level);
-    if config.is_none() {
-        tracing::warn!("no --config given: running on embedded development defaults (plain HTTP, sample registry); not for production");
+    if let Some(a) = listen {
+        cfg.listen = a;
     }
+    if let Some(a) = admin_listen {
+        cfg.admin.listen = a;
+    }
+    // NB: held to the end of `serve`: dropping it flushes queued log lines.
+    let _log_guard = telemetry::init(cfg.log_format, &cfg.log_level, &cfg.instance);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -174,6 +201,16 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     };
     runtime.block_on(async move {
         let grace = cfg.shutdown_grace;
+        let demo = match config {
+            Some(_) => None,
+            None => match start_demo_broker(&mut cfg).await {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    eprintln!("osb-gateway: cannot start the sample broker: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let handle = match Gateway::spawn(cfg).await {
             Ok(h) => h,
             Err(e) => {
@@ -184,6 +221,14 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
                 };
             }
         };
+        if demo.is_some() {
+            let admin = handle.admin_addr.map(|a| a.to_string()).unwrap_or_default();
+            tracing::warn!("no --config given: running the demo (development mode, plain HTTP, sample registry and broker); not for production");
+            tracing::info!(
+                "try: curl -s -u demo:demo -H 'X-Broker-API-Version: 2.17' http://{}/private/sample/v2/catalog   console: http://{admin}/console/ (token demo-admin-token)",
+                handle.addr
+            );
+        }
         let reloader = handle.reloader.clone();
         let certificates = handle.certificates.clone();
         let sighup = tokio::spawn(async move {
@@ -202,8 +247,59 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         });
         wait_for_signal().await;
         sighup.abort();
-        tracing::info!(grace = %duration::format(grace), "shutting down");
+        if let Some(d) = demo {
+            d.abort();
+        }
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
         handle.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Starts the sample broker on an ephemeral loopback port and points the
+/// embedded registry at it, so the demo needs no second command and no
+/// free port 9090.
+async fn start_demo_broker(
+    cfg: &mut GatewayConfig,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let registry = osb_gateway::config::EMBEDDED_REGISTRY
+        .replace("http://127.0.0.1:9090", &format!("http://{addr}"));
+    cfg.registry = osb_gateway::config::RegistrySource::Embedded(registry.into());
+    tracing::info!(%addr, "sample broker started (basic auth broker:***)");
+    Ok(tokio::spawn(osb_gateway::demo::serve(listener)))
+}
+
+fn sample_broker(listen: std::net::SocketAddr) -> ExitCode {
+    let _log_guard = telemetry::init(
+        osb_gateway::config::LogFormat::Plain,
+        "info",
+        "sample-broker",
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("osb-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("osb-gateway: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("sample broker on http://{listen} (basic auth broker:***)");
+        tokio::select! {
+            _ = osb_gateway::demo::serve(listener) => {}
+            _ = wait_for_signal() => {}
+        }
         ExitCode::SUCCESS
     })
 }

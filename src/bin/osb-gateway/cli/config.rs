@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use osb_gateway::config::SECRET_KEY_ENV;
 use osb_gateway::config::{duration, GatewayConfig};
 use osb_gateway::{load_registry, StartError};
 
-use super::{table, EX_USAGE};
+use super::{lenient_env, table, EX_USAGE};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
@@ -19,12 +18,23 @@ pub enum ConfigCommand {
         /// Gateway configuration file.
         file: PathBuf,
     },
+    /// Print the effective settings (every default filled in, secrets
+    /// masked) as TOML, or JSON with --json. Without a file: the embedded
+    /// development defaults `serve` runs on.
+    Dump {
+        /// Gateway configuration file.
+        file: Option<PathBuf>,
+        /// JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a `config` subcommand.
 pub fn run(cmd: ConfigCommand) -> ExitCode {
     match cmd {
         ConfigCommand::Check { file } => check(&file),
+        ConfigCommand::Dump { file, json } => dump(file.as_deref(), json),
     }
 }
 
@@ -32,26 +42,15 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// Placeholder an unset environment variable stands for while `check`
-/// goes on past it, so that one run reports everything (the variable is
-/// reported as missing, with the field that needs it).
-const UNSET: &str = "(unset)";
-
 fn check(file: &std::path::Path) -> ExitCode {
     let mut problems: Vec<String> = Vec::new();
     let cfg = match GatewayConfig::load(file, &env) {
         Ok(c) => Some(c),
         Err(e) => {
             problems.extend(e.0.iter().map(ToString::to_string));
-            // NB: go on with placeholders for unset variables (never for
-            // the secret key: a made-up key would fail every enc:v1:
-            // value with a misleading message), so the registry and the
-            // TLS files are checked in this same run.
-            let lenient = |k: &str| match k {
-                SECRET_KEY_ENV => env(k),
-                _ => env(k).or_else(|| Some(UNSET.to_string())),
-            };
-            GatewayConfig::load(file, &lenient).ok()
+            // NB: go on with placeholders for unset variables, so the
+            // registry and the TLS files are checked in this same run.
+            GatewayConfig::load(file, &lenient_env).ok()
         }
     };
     let Some(cfg) = cfg else {
@@ -159,6 +158,35 @@ fn check(file: &std::path::Path) -> ExitCode {
         .collect();
     print_table(&["PLATFORM", "CUSTOMER", "USER", "LOCATIONS"], &platforms);
     ExitCode::SUCCESS
+}
+
+fn dump(file: Option<&std::path::Path>, json: bool) -> ExitCode {
+    // NB: secrets are masked in the dump: unset variables need not stop it.
+    let cfg = match file {
+        Some(f) => match GatewayConfig::load(f, &lenient_env) {
+            Ok(c) => c,
+            Err(e) => return refused(&e.0.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        },
+        None => GatewayConfig::embedded(&env),
+    };
+    let v = cfg.effective();
+    let text = match json {
+        true => serde_json::to_string_pretty(&v).map_err(|e| e.to_string()),
+        false => toml::to_string(&v).map_err(|e| e.to_string()),
+    };
+    match text {
+        Ok(t) => {
+            print!("{t}");
+            if json {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("osb-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints every problem at once, and what to fix first.

@@ -54,6 +54,22 @@ pub struct AdminArgs {
     pub(crate) json: bool,
 }
 
+/// What an unset environment variable stands for where only the shape of
+/// the configuration matters (`config check` going on past it, `config
+/// dump`, the admin URL from `--config`): secrets are not used there.
+pub(crate) const UNSET: &str = "(unset)";
+
+/// The environment, with [`UNSET`] for the `env:` secrets that are not
+/// set. Not for the secret key (a made-up key would fail every `enc:v1:`
+/// value with a misleading message) nor `HOSTNAME` (the instance name).
+pub(crate) fn lenient_env(k: &str) -> Option<String> {
+    let v = std::env::var(k).ok();
+    match k {
+        osb_gateway::config::SECRET_KEY_ENV | "HOSTNAME" => v,
+        _ => v.or_else(|| Some(UNSET.into())),
+    }
+}
+
 /// The development gateway's admin listener.
 const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8081";
 
@@ -71,11 +87,7 @@ impl AdminArgs {
         // NB: only where the admin listener is and its certificate are
         // needed: secrets the file reads from the environment need not be
         // set here, so they are stood in for.
-        let env = |k: &str| match k {
-            osb_gateway::config::SECRET_KEY_ENV => std::env::var(k).ok(),
-            _ => std::env::var(k).ok().or_else(|| Some("(unset)".into())),
-        };
-        let cfg = osb_gateway::config::GatewayConfig::load(file, &env)
+        let cfg = osb_gateway::config::GatewayConfig::load(file, &lenient_env)
             .map_err(|e| format!("--config: {e}"))?;
         if !cfg.admin.enabled {
             return Err(format!(

@@ -1,9 +1,11 @@
-//! A small in-memory OSB broker for trying the gateway on loopback.
+//! A small in-memory OSB broker for trying the gateway on loopback: what
+//! `osb-gateway serve` without `--config` routes its demo platform to (in
+//! the same process), and `osb-gateway sample-broker` runs alone.
 //!
-//! `cargo run --example sample_broker [ADDR]` (default 127.0.0.1:9090),
-//! basic auth `broker:broker-secret`. It answers the catalog, provisions and
-//! deprovisions instances, binds and unbinds, and prints one line per request
-//! (including the Authorization user it saw, never a password).
+//! Basic auth `broker:broker-secret`. It answers the catalog, provisions
+//! and deprovisions instances (plan `fail-plan` always fails, for trying
+//! the logs), binds and unbinds, and logs one line per request with the
+//! user it saw (never a password) and the request identity.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,8 +21,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 
-const USER: &str = "broker";
-const PASSWORD: &str = "broker-secret";
+/// The sample broker's user name.
+pub const USER: &str = "broker";
+/// The sample broker's password (development only, as the embedded registry says).
+pub const PASSWORD: &str = "broker-secret";
 
 #[derive(Default)]
 struct State {
@@ -28,16 +32,14 @@ struct State {
     bindings: HashMap<String, Value>,
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9090".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("sample broker on http://{addr} (basic auth {USER}:***)");
+/// Serves the sample broker on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener) {
     let state = Arc::new(Mutex::new(State::default()));
     loop {
-        let (stream, _) = listener.accept().await?;
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(req, state.clone()));
@@ -80,9 +82,13 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
-    println!(
-        "{method} {path} user={} request-identity={rid}",
-        user.as_deref().unwrap_or("(refused)")
+    tracing::info!(
+        target: "osb_gateway::sample_broker",
+        %method,
+        %path,
+        user = user.as_deref().unwrap_or("(refused)"),
+        request_identity = %rid,
+        "sample broker request"
     );
     if user.is_none() {
         return Ok(reply(
@@ -95,7 +101,8 @@ async fn handle(
         Err(_) => Value::Null,
     };
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let mut st = state.lock().expect("state lock");
+    // NB: a demo's in-memory state; the lock is held for a map lookup only.
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
     let resp = match (&method, segs.as_slice()) {
         (&Method::GET, ["v2", "catalog"]) => reply(StatusCode::OK, catalog()),
         (&Method::PUT, ["v2", "service_instances", id]) => {
