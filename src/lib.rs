@@ -131,6 +131,7 @@ impl Gateway {
         mut cfg: GatewayConfig,
         env: Env,
     ) -> Result<GatewayHandle, StartError> {
+        let _ = metrics::process::start_time();
         let requests = Arc::new(metrics::RequestMetrics::default());
         let loaded = registry::load_for_serving(&cfg, &*env, &requests).map_err(|e| match e {
             registry::LoadError::File(c) => StartError::Config(c.into()),
@@ -192,6 +193,8 @@ impl Gateway {
         let cert_watcher = (!certs.all().is_empty() && !cfg.tls_watch.is_zero())
             .then(|| tokio::spawn(server::tls::watch(certs.clone(), cfg.tls_watch)));
         let (shutdown, rx) = watch::channel(false);
+        let platform_stats = Arc::new(server::ListenerStats::default());
+        let admin_stats = Arc::new(server::ListenerStats::default());
         let opts = server::ServeOptions {
             tls: certs.listen.as_ref().map(server::Certs::acceptor),
             header_read_timeout: cfg.header_read_timeout,
@@ -201,6 +204,7 @@ impl Gateway {
                 let tx = capture.tx();
                 Arc::new(move || tx.grace_over())
             }),
+            stats: platform_stats.clone(),
         };
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let admin_addr = if cfg.admin.enabled {
@@ -231,6 +235,10 @@ impl Gateway {
                 tokens: cfg.admin.tokens.clone(),
                 ready: ready.clone(),
                 certificates: certs.clone(),
+                listeners: vec![
+                    ("platform", platform_stats.clone()),
+                    ("admin", admin_stats.clone()),
+                ],
             });
             let opts = server::ServeOptions {
                 tls: certs.admin.as_ref().map(server::Certs::acceptor),
@@ -238,6 +246,7 @@ impl Gateway {
                 limits: cfg.connections,
                 grace: cfg.shutdown_grace,
                 on_grace_over: None,
+                stats: admin_stats.clone(),
             };
             tokio::spawn(server::serve(l, admin, opts, rx.clone()));
             Some(a)

@@ -58,7 +58,7 @@ fn change_error(e: &ChangeError) -> Response<ResponseBody> {
     error(status, code, &d)
 }
 
-async fn read_json<T: DeserializeOwned>(
+pub(super) async fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, Response<ResponseBody>> {
     let body: Bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {

@@ -24,6 +24,7 @@
 mod brokers;
 mod console;
 mod logs;
+mod runtime;
 mod usage;
 
 pub use logs::Subscribe;
@@ -77,6 +78,8 @@ pub struct AdminParts {
     pub ready: Arc<AtomicBool>,
     /// Both listeners' certificates (expiry in metrics and the status view).
     pub certificates: crate::server::Certificates,
+    /// Connection counters by listener (`platform`, `admin`).
+    pub listeners: Vec<(&'static str, Arc<crate::server::ListenerStats>)>,
 }
 
 type AdminInner = AdminParts;
@@ -193,6 +196,9 @@ impl Admin {
                     (&Method::GET, "/admin/v1/logs") => self.search_logs(&token, &req).await,
                     (&Method::GET, "/admin/v1/usage") => self.usage(&token, &req).await,
                     (&Method::GET, "/admin/v1/whoami") => self.whoami(&token),
+                    (_, "/admin/v1/config" | "/admin/v1/status" | "/admin/v1/log-level") => {
+                        self.runtime(&token, req).await
+                    }
                     (&Method::GET, "/admin/v1/logs/tail") => self.tail_logs(&token, &req),
                     (&Method::GET, "/admin/v1/failed-instances") => {
                         self.failed_instances(&token, &req).await
@@ -313,6 +319,7 @@ impl Admin {
         let mut out = self.inner.capture.render_prometheus();
         self.inner.requests.render(&mut out);
         self.inner.catalogs.render(&mut out);
+        self.runtime_metrics(&mut out);
         let r = &self.inner.reloader.metrics;
         let routes = self.inner.routes.load().routes().len();
         let lines = [

@@ -14,6 +14,7 @@ pub mod tls;
 
 pub use tls::{Certificates, Certs};
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,39 @@ pub trait Handler: Clone + Send + Sync + 'static {
     ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send;
 }
 
+/// Connection counters of one listener (gauges and counters on /metrics,
+/// and the admin status view).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections open now.
+    pub open: AtomicUsize,
+    /// Connections accepted (admitted) since start.
+    pub accepted: AtomicU64,
+    /// Connections refused by the connection caps.
+    pub refused: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub handshake_failures: AtomicU64,
+    /// Plain HTTP requests sent to a TLS port (answered 400).
+    pub plain_http: AtomicU64,
+}
+
+/// Counts one open connection for as long as it lives.
+struct OpenGuard(Arc<ListenerStats>);
+
+impl OpenGuard {
+    fn new(stats: &Arc<ListenerStats>) -> Self {
+        stats.accepted.fetch_add(1, Relaxed);
+        stats.open.fetch_add(1, Relaxed);
+        OpenGuard(stats.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Listener settings.
 pub struct ServeOptions {
     /// TLS, or `None` for plain text (development mode only; checked by config).
@@ -59,6 +93,8 @@ pub struct ServeOptions {
     /// still open are closed (the proxy marks their exchanges as stopped
     /// by the gateway).
     pub on_grace_over: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Where the connection counters go.
+    pub stats: Arc<ListenerStats>,
 }
 
 /// Accepts connections for `handler` until `shutdown` turns true, then drains.
@@ -110,9 +146,12 @@ pub async fn serve<H: Handler>(
         };
         accept_errors.1 = Duration::ZERO;
         let Some(admitted) = admission.admit(peer.ip()) else {
+            opts.stats.refused.fetch_add(1, Relaxed);
             drop(stream);
             continue;
         };
+        let open = OpenGuard::new(&opts.stats);
+        let stats = opts.stats.clone();
         let accepted = tokio::time::Instant::now();
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
@@ -122,7 +161,7 @@ pub async fn serve<H: Handler>(
         let first_deadline = accepted + opts.header_read_timeout;
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            let _admitted = admitted;
+            let _admitted = (admitted, open);
             let activity = limits::Activity::new();
             let svc = {
                 let activity = activity.clone();
@@ -142,6 +181,7 @@ pub async fn serve<H: Handler>(
             let watched = async {
                 match tls {
                     Some(_) if plain_http(&stream).await => {
+                        stats.plain_http.fetch_add(1, Relaxed);
                         refuse_plain_http(stream, first_deadline).await;
                         Ok(())
                     }
@@ -155,10 +195,12 @@ pub async fn serve<H: Handler>(
                                 watcher.watch(conn).await
                             }
                             Ok(Err(e)) => {
+                                stats.handshake_failures.fetch_add(1, Relaxed);
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                 Ok(())
                             }
                             Err(_) => {
+                                stats.handshake_failures.fetch_add(1, Relaxed);
                                 tracing::debug!(%peer, "TLS handshake timed out");
                                 Ok(())
                             }

@@ -8,6 +8,8 @@
 //! blocks are allocated on first use, so ten thousand routes that each see
 //! two operations cost little.
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
