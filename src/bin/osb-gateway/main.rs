@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-use osb_gateway::config::GatewayConfig;
+use osb_gateway::config::{duration, GatewayConfig};
 use osb_gateway::{telemetry, Gateway, StartError};
 
 use cli::{brokers, config, instances, logs, secret, AdminArgs, EX_USAGE};
@@ -96,6 +96,18 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Exit 0 when a running gateway is ready (its admin /readyz answers
+    /// 200): a container health check with no extra tools in the image.
+    Health {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Ask /healthz (the process answers) instead of /readyz.
+        #[arg(long)]
+        live: bool,
+        /// Longest wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = duration::parse)]
+        timeout: std::time::Duration,
+    },
     /// Print a shell completion script: `osb-gateway completions bash >
     /// /etc/bash_completion.d/osb-gateway`.
     Completions {
@@ -145,6 +157,11 @@ fn main() -> ExitCode {
         Command::Secret { command } => secret::run(command),
         Command::Brokers { admin, command } => brokers::brokers(&admin, command),
         Command::Reload { admin } => brokers::reload(&admin),
+        Command::Health {
+            admin,
+            live,
+            timeout,
+        } => cli::health::health(&admin, live, timeout),
         Command::Logs { admin, command } => logs::logs(&admin, command),
         Command::Instances { admin, command } => instances::instances(&admin, command),
     }

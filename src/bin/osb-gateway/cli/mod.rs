@@ -8,6 +8,7 @@
 pub mod brokers;
 pub mod client;
 pub mod config;
+pub mod health;
 pub mod instances;
 pub mod logs;
 pub mod secret;
@@ -76,7 +77,7 @@ const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8081";
 impl AdminArgs {
     /// The admin URL and the CA file to trust: flags first, then the
     /// gateway's configuration file, then the development default.
-    fn target(&self) -> Result<(String, Option<PathBuf>), String> {
+    pub(crate) fn target(&self) -> Result<(String, Option<PathBuf>), String> {
         let Some(file) = &self.config else {
             let url = self.admin_url.clone();
             return Ok((
