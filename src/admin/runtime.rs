@@ -211,19 +211,14 @@ impl Admin {
                 r.client.idle()
             );
         }
-        if let Some(c) = crate::telemetry::control() {
-            family(
-                out,
-                "osb_gateway_log_lines_dropped_total",
-                "counter",
-                "Log lines dropped because the log writer could not keep up (the proxy never waits for it).",
-            );
-            let _ = writeln!(
-                out,
-                "osb_gateway_log_lines_dropped_total {}",
-                c.dropped_lines()
-            );
-        }
+        family(
+            out,
+            "osb_gateway_log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because the log writer could not keep up (the proxy never waits for it).",
+        );
+        let dropped = crate::telemetry::control().map_or(0, |c| c.dropped_lines());
+        let _ = writeln!(out, "osb_gateway_log_lines_dropped_total {dropped}");
     }
 }
 
