@@ -40,7 +40,7 @@ FROM ${RUNTIME_IMAGE}
 # against. Nothing else: the health check is the binary itself.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/osb-gateway --create-home osb
 COPY --from=build /osb-gateway /usr/local/bin/osb-gateway
 COPY config/ /usr/share/osb-gateway/examples/

@@ -273,13 +273,16 @@ fn serve(
     })
 }
 
-/// Starts the sample broker on an ephemeral loopback port and points the
-/// embedded registry at it, so the demo needs no second command and no
-/// free port 9090.
+/// Starts the sample broker on 127.0.0.1:9090 (a free port when 9090 is
+/// taken) and points the embedded registry at it, so the demo needs no
+/// second command and never fails on a port clash.
 async fn start_demo_broker(
     cfg: &mut GatewayConfig,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:9090").await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
     let addr = listener.local_addr()?;
     let registry = osb_gateway::config::EMBEDDED_REGISTRY
         .replace("http://127.0.0.1:9090", &format!("http://{addr}"));
