@@ -545,3 +545,51 @@ fn config_dump_prints_the_effective_settings_with_secrets_masked() {
     assert_eq!(v["listen"]["address"], "127.0.0.1:8080");
     assert_eq!(v["development_mode"], true);
 }
+
+/// Nobody reads the gateway's stderr (a stuck log shipper): once the pipe
+/// is full, a synchronous log write would block the worker that answers;
+/// the lines are written by a background thread instead, so every request
+/// is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_pipe_does_not_stall_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = gateway()
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read stderr only up to the line with the address, then never again.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("osb-gateway listening") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "gateway exited");
+    }
+    let (addr, _) = addresses(line.trim());
+    // A pipe holds 64 KiB; each request logs two lines of ~250 bytes.
+    let url = format!("http://{addr}/private/sample/v2/catalog");
+    let answered = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut n = 0;
+        for _ in 0..1500 {
+            let r = get(&url, Some(basic("demo", "demo"))).await;
+            assert_eq!(r.status, 200);
+            n += 1;
+        }
+        n
+    })
+    .await
+    .expect("requests stalled behind a full log pipe");
+    assert_eq!(answered, 1500);
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(err);
+}
