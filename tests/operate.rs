@@ -467,8 +467,14 @@ fn config_check_explains_the_production_example_in_one_run_with_lines() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     // Everything it needs, at once, each with file:line:column.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("password = \"env:CLICKHOUSE_PASSWORD\""))
+        .unwrap();
+    let at = format!("gateway.example.toml:{line}:1: capture.clickhouse.password");
     for needed in [
-        "gateway.example.toml:109:1: capture.clickhouse.password",
+        at.as_str(),
         "CLICKHOUSE_PASSWORD is not set",
         "registry.example.toml:59:3: broker \"postgres\"",
         "PG_STAGING_BROKER_PASSWORD",
