@@ -408,6 +408,35 @@ async fn brokers_commands_drive_the_admin_api() {
         "{list:?}"
     );
     assert!(list.contains("evil\\u{1b}]0;pwned"), "{list}");
+    // Rows are sorted by broker id, whatever the registry's order (mq was
+    // registered first).
+    let out = ok(run(
+        cli(
+            ACME_TOKEN,
+            &[
+                "brokers",
+                "register",
+                "--id",
+                "db",
+                "--endpoint",
+                &b.url(""),
+                "--username",
+                "u",
+                "--password-env",
+                "BROKER_SECRET",
+                "--development-mode",
+            ],
+        ),
+        None,
+    ));
+    assert!(out.contains("registered db"), "{out}");
+    let list = ok(run(cli(OPERATOR_TOKEN, &["brokers", "list"]), None));
+    let ids: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids, ["db", "mq"], "{list}");
     let list = ok(run(cli(ACME_TOKEN, &["brokers", "list"]), None));
     assert!(list.starts_with("ID"), "{list}");
     assert!(

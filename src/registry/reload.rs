@@ -339,6 +339,8 @@ impl Reloader {
         self.metrics
             .last_duration_us
             .store(took.as_micros() as u64, Relaxed);
+        // Milliseconds to the microsecond: `0.242` rather than `0.24240199999999998`.
+        let took_ms = took.as_micros() as f64 / 1000.0;
         tracing::info!(
             trigger,
             generation,
@@ -346,7 +348,7 @@ impl Reloader {
             removed = ?removed,
             changed = ?changed,
             unchanged,
-            took_ms = took.as_secs_f64() * 1000.0,
+            took_ms,
             "routes reloaded"
         );
         ReloadReport {
@@ -356,7 +358,7 @@ impl Reloader {
             removed,
             changed,
             unchanged,
-            took_ms: took.as_secs_f64() * 1000.0,
+            took_ms,
         }
     }
 

@@ -148,9 +148,12 @@ fn route_summary(b: &Value) -> String {
     parts.join(",")
 }
 
+/// One row per broker, sorted by id (the API lists them in registry order).
 fn broker_table(list: &[Value]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .iter()
+    let mut sorted: Vec<&Value> = list.iter().collect();
+    sorted.sort_by(|a, b| s(&a["id"]).cmp(&s(&b["id"])));
+    let rows: Vec<Vec<String>> = sorted
+        .into_iter()
         .map(|b| {
             vec![
                 s(&b["id"]),
