@@ -5,9 +5,13 @@ to the embedded store, to ClickHouse) in one run, over the same upstream.
     python3 benches/load.py [--rounds 3] [--duration 8] [--conns 16,64,256]
                             [--workloads catalog,provision,1mb] [--targets ...]
 
-Needs wrk (apt-get install -y wrk); nginx and clickhouse-server are used when
-installed (apt-get install -y nginx clickhouse-server), else their rows are
-skipped. On a 2-core machine the proxy under test runs on core 0 (the gateway
+Needs wrk (apt-get install -y wrk); nginx, haproxy and clickhouse-server are
+used when installed (apt-get install -y nginx haproxy clickhouse-server), else
+their rows are skipped. HAProxy runs one thread, keep-alive to the upstream
+(http-reuse always), the broker's Authorization set: the peer to beat.
+`--log info` runs every proxy as users do: the gateway at its default level
+(one info line per exchange) and nginx and HAProxy with their access logs on;
+the default, `--log warn`, turns them all off. On a 2-core machine the proxy under test runs on core 0 (the gateway
 with one worker thread, nginx with one worker process) and wrk plus the
 upstream on core 1 (taskset). Targets are interleaved in every round
 (A B C ... A B C ...), and each figure is the median over the rounds. CPU
@@ -224,7 +228,9 @@ def main():
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--conns", default="16,64,256")
     ap.add_argument("--workloads", default="catalog,provision,1mb")
-    ap.add_argument("--targets", default="direct,nginx,gateway-off,gateway-local,gateway-clickhouse",
+    ap.add_argument("--log", choices=["warn", "info"], default="warn",
+                    help="info: the gateway's per-exchange line and nginx's/HAProxy's access logs on")
+    ap.add_argument("--targets", default="direct,nginx,haproxy,gateway-off,gateway-local,gateway-clickhouse",
                     help="also: hyper-floor (examples/bench_floor.rs, the least a hyper-based proxy does)")
     ap.add_argument("--baseline-bin", default=None,
                     help="another osb-gateway binary (e.g. a build of main before a change): "
@@ -245,6 +251,10 @@ def main():
     if not nginx_bin and "nginx" in targets:
         print("nginx not installed: its rows are skipped (apt-get install -y nginx)", file=sys.stderr)
         targets.remove("nginx")
+    haproxy_bin = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    if not haproxy_bin and "haproxy" in targets:
+        print("haproxy not installed: its rows are skipped (apt-get install -y haproxy)", file=sys.stderr)
+        targets.remove("haproxy")
     if not ch_bin and "gateway-clickhouse" in targets:
         print("clickhouse-server not installed: its rows are skipped", file=sys.stderr)
         targets.remove("gateway-clickhouse")
@@ -292,7 +302,7 @@ watch = false
 [catalog]
 refresh = false
 [log]
-level = "warn"
+level = "{args.log}"
 [admin]
 enabled = false
 [capture]
@@ -327,7 +337,7 @@ pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  {"access_log " + work + "/nginx-access.log;" if args.log == "info" else "access_log off;"}
   client_body_temp_path {work}/nginx-body;
   proxy_temp_path {work}/nginx-proxy;
   upstream broker {{ server 127.0.0.1:{bport}; keepalive 256; }}
@@ -348,6 +358,40 @@ http {{
             time.sleep(0.5)
             pids["nginx"] = family_pids(p.pid)
             urls["nginx"] = f"http://127.0.0.1:{port}/private/bench"
+
+        if "haproxy" in targets:
+            port = free_port()
+            conf = os.path.join(work, "haproxy.cfg")
+            # NB: `log stdout` writes the access log to the process log file
+            # (HAProxy has no file target of its own; syslog is its usual one).
+            logging = "log stdout format raw local0 info" if args.log == "info" else ""
+            with open(conf, "w") as f:
+                f.write(f"""global
+  nbthread 1
+  maxconn 8192
+  {logging}
+defaults
+  mode http
+  {"log global" if args.log == "info" else ""}
+  {"option httplog" if args.log == "info" else ""}
+  option http-keep-alive
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend osb
+  bind 127.0.0.1:{port}
+  default_backend broker
+backend broker
+  http-request replace-path /private/bench(.*) \\1
+  http-request set-header Authorization "{BASIC}"
+  server b1 127.0.0.1:{bport} maxconn 1024
+""")
+            p = spawn([haproxy_bin, "-f", conf, "-db"], PROXY_CPU, log)
+            procs.append(p)
+            time.sleep(0.5)
+            pids["haproxy"] = family_pids(p.pid)
+            urls["haproxy"] = f"http://127.0.0.1:{port}/private/bench"
 
         scripts = {
             "catalog": ("/v2/catalog", None),
@@ -420,22 +464,24 @@ http {{
             return statistics.median(v) if v else None
 
         print(f"\nmachine: {CORES} cores, {os.uname().machine}, proxy on core {PROXY_CPU}, wrk + upstream on core {LOAD_CPU}; "
-              f"{args.rounds} rounds x {args.duration}s, medians\n")
+              f"{args.rounds} rounds x {args.duration}s, medians; log level {args.log}\n")
         head = ("| workload | conns | target | req/s | p50 ms | p99 ms | proxy CPU us/req | ClickHouse CPU us/req "
-                "| peak RSS MB | vs nginx | vs direct |")
+                "| peak RSS MB | req/s vs nginx | req/s vs direct | CPU/req vs hyper floor |")
         print(head)
-        print("|" + "---|" * 11)
+        print("|" + "---|" * 12)
         for w in args.workloads.split(","):
             for c in [int(x) for x in args.conns.split(",")]:
                 base_n = med(results.get((w, c, "nginx"), []), 0)
                 base_d = med(results.get((w, c, "direct"), []), 0)
+                floor_cpu = med(results.get((w, c, "hyper-floor"), []), 3)
                 for t in targets:
                     v = results[(w, c, t)]
                     rps, p50, p99, cpu, store = med(v, 0), med(v, 1), med(v, 2), med(v, 3), med(v, 5)
                     fmt = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
                     print(f"| {w} | {c} | {t} | {fmt(rps, 0)} | {fmt(p50, 2)} | {fmt(p99, 2)} | {fmt(cpu)} | {fmt(store)} | "
                           f"{fmt(rss.get(t, 0) / 1024 if t in rss else None)} | "
-                          f"{fmt(rps / base_n if rps and base_n else None, 2)} | {fmt(rps / base_d if rps and base_d else None, 2)} |")
+                          f"{fmt(rps / base_n if rps and base_n else None, 2)} | {fmt(rps / base_d if rps and base_d else None, 2)} | "
+                          f"{fmt(cpu / floor_cpu if cpu and floor_cpu else None, 2)} |")
         print("\n| target | RSS growth streaming one 50 MB body, after a warm-up request (MB) "
               "| peak RSS over the whole run (MB) |")
         print("|---|---|---|")

@@ -83,17 +83,53 @@ pub struct CaptureRecord {
     /// Response headers, redacted.
     pub response_headers: Vec<(String, String)>,
     /// Request body (up to the cap), redacted.
+    #[serde(serialize_with = "body::serialize")]
     pub request_body: String,
     /// Full request body size.
     pub request_body_size: u64,
     /// Request body cut at the cap.
     pub request_body_truncated: bool,
     /// Response body (up to the cap), redacted.
+    #[serde(serialize_with = "body::serialize")]
     pub response_body: String,
     /// Full response body size.
     pub response_body_size: u64,
     /// Response body cut at the cap.
     pub response_body_truncated: bool,
+}
+
+/// Serializing a record without its bodies, for stores that keep bodies
+/// apart (the local store keeps each distinct body once per segment).
+///
+/// NB: a flag on the thread rather than a second, field-by-field copy of
+/// the record's serializer: one list of fields, and no clone of the record
+/// (35 strings) per write.
+pub(crate) mod body {
+    use std::cell::Cell;
+
+    thread_local! {
+        static OMIT: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Runs `f` with bodies serialized as `""`.
+    pub(crate) fn omitted<R>(f: impl FnOnce() -> R) -> R {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                OMIT.with(|o| o.set(self.0));
+            }
+        }
+        let _reset = Reset(OMIT.with(|o| o.replace(true)));
+        f()
+    }
+
+    pub(super) fn serialize<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        if OMIT.with(Cell::get) {
+            s.serialize_str("")
+        } else {
+            s.serialize_str(v)
+        }
+    }
 }
 
 #[cfg(test)]

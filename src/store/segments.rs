@@ -118,6 +118,53 @@ pub struct Segments {
     dir: PathBuf,
     open: Option<Open>,
     next_seq: u64,
+    /// Reused by [`FrameWriter::frame_with`].
+    scratch: Vec<u8>,
+}
+
+/// Writes frames into the open segment, within one
+/// [`Segments::append_frames`].
+pub struct FrameWriter<'a> {
+    file: &'a mut BufWriter<File>,
+    written: u64,
+    scratch: Vec<u8>,
+}
+
+impl FrameWriter<'_> {
+    /// Writes one frame whose payload is `parts` joined (no copy: the CRC
+    /// runs over the parts in order).
+    ///
+    /// # Errors
+    /// I/O errors, and a payload over 4 GiB.
+    pub fn frame(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))?;
+        let mut crc = crc32fast::Hasher::new();
+        for p in parts {
+            crc.update(p);
+        }
+        self.file.write_all(&len.to_le_bytes())?;
+        self.file.write_all(&crc.finalize().to_le_bytes())?;
+        for p in parts {
+            self.file.write_all(p)?;
+        }
+        self.written += (HEADER + len as usize) as u64;
+        Ok(())
+    }
+
+    /// Writes one frame whose payload `encode` puts into a reused buffer.
+    ///
+    /// # Errors
+    /// As [`frame`](Self::frame).
+    pub fn frame_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        encode(&mut buf);
+        let r = self.frame(&[&buf]);
+        self.scratch = buf;
+        r
+    }
 }
 
 impl Segments {
@@ -132,6 +179,7 @@ impl Segments {
             dir: dir.to_path_buf(),
             open: None,
             next_seq,
+            scratch: Vec::new(),
         })
     }
 
@@ -151,6 +199,26 @@ impl Segments {
     /// # Errors
     /// I/O errors (disk full among them); none of the records was kept.
     pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> io::Result<u64> {
+        self.append_frames(|w| {
+            for p in payloads {
+                w.frame(&[p])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Appends what `write` frames (as [`append`](Self::append) does: to the
+    /// open segment, flushed, all or nothing). Frames are encoded one at a
+    /// time into one reused buffer and written through, so a batch never
+    /// holds all its payloads in memory at once.
+    ///
+    /// # Errors
+    /// Those of `write`, and I/O errors (disk full among them); none of the
+    /// frames was kept.
+    pub fn append_frames(
+        &mut self,
+        write: impl FnOnce(&mut FrameWriter<'_>) -> io::Result<()>,
+    ) -> io::Result<u64> {
         if self.open.is_none() {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -164,19 +232,18 @@ impl Segments {
             });
         }
         let open = self.open.as_mut().expect("opened above");
-        let mut written = 0u64;
-        let result = (|| {
-            for p in payloads {
-                let len = u32::try_from(p.len()).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB")
-                })?;
-                open.file.write_all(&len.to_le_bytes())?;
-                open.file.write_all(&crc32fast::hash(p).to_le_bytes())?;
-                open.file.write_all(p)?;
-                written += (HEADER + p.len()) as u64;
-            }
-            open.file.flush()
-        })();
+        let mut w = FrameWriter {
+            file: &mut open.file,
+            written: 0,
+            scratch: std::mem::take(&mut self.scratch),
+        };
+        let result = write(&mut w).and_then(|()| w.file.flush());
+        let written = w.written;
+        self.scratch = w.scratch;
+        // NB: a batch of big records leaves a big buffer; keep at most 1 MiB.
+        if self.scratch.capacity() > 1 << 20 {
+            self.scratch = Vec::new();
+        }
         match result {
             Ok(()) => {
                 open.bytes += written;
@@ -197,6 +264,23 @@ impl Segments {
                 Err(e)
             }
         }
+    }
+
+    /// Appends records as JSON frames (the spool's and the dead-letter
+    /// directory's format), encoded one at a time.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn append_json<T: serde::Serialize>(
+        &mut self,
+        records: impl IntoIterator<Item = T>,
+    ) -> io::Result<u64> {
+        self.append_frames(|w| {
+            for r in records {
+                w.frame_with(|buf| serde_json::to_writer(buf, &r).expect("records serialize"))?;
+            }
+            Ok(())
+        })
     }
 
     /// Size and age of the open segment, if any.

@@ -28,11 +28,7 @@ pub(crate) fn scan(
         let Ok(read) = segments::read(&seg.path) else {
             continue; // NB: trimmed away meanwhile.
         };
-        let mut recs: Vec<CaptureRecord> = read
-            .records
-            .iter()
-            .filter_map(|p| serde_json::from_slice(p).ok())
-            .collect();
+        let mut recs = super::format::decode(&read.records);
         if newest_first {
             recs.reverse();
         }
@@ -74,11 +70,7 @@ pub(crate) fn search(dir: &Path, s: &Search) -> Result<Page, ReadError> {
         let Ok(read) = segments::read(&seg.path) else {
             continue;
         };
-        let recs: Vec<CaptureRecord> = read
-            .records
-            .iter()
-            .filter_map(|p| serde_json::from_slice(p).ok())
-            .collect();
+        let recs = super::format::decode(&read.records);
         let Some(edge) = (if newest_first {
             recs.iter().map(|r| r.received_at_us).max()
         } else {
