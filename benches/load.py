@@ -153,6 +153,34 @@ catalog_refresh = "0s"
     return path
 
 
+def write_gateway_config(work, target, port, registry, ch_url, log_level):
+    """The gateway's file for `target` (gateway-off, gateway-local or
+    gateway-clickhouse, optionally with an @suffix); its path."""
+    kind = target.split("@")[0]
+    capture = {"gateway-off": "enabled = false",
+               "gateway-local": "",
+               "gateway-clickhouse": f'[capture.clickhouse]\nurl = "{ch_url}"\ndatabase = "osb_load"\ntable = "exchanges"'}[kind]
+    cfg = os.path.join(work, f"{target}.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""development_mode = true
+data_dir = "{work}/data-{target}"
+[listen]
+address = "127.0.0.1:{port}"
+[registry]
+file = "{registry}"
+watch = false
+[catalog]
+refresh = false
+[log]
+level = "{log_level}"
+[admin]
+enabled = false
+[capture]
+{capture}
+""")
+    return cfg
+
+
 def clickhouse_config(chdir):
     """Writes a clickhouse-server config for `chdir` on free ports; returns the HTTP port."""
     hp, tp = free_port(), free_port()
@@ -287,28 +315,7 @@ def main():
                 continue
             port = free_port()
             kind = t.split("@")[0]
-            capture = {"gateway-off": "enabled = false",
-                       "gateway-local": "",
-                       "gateway-clickhouse": f'[capture.clickhouse]\nurl = "{ch_url}"\ndatabase = "osb_load"\ntable = "exchanges"'}[kind]
-            cfg = os.path.join(work, f"{t}.toml")
-            with open(cfg, "w") as f:
-                f.write(f"""development_mode = true
-data_dir = "{work}/data-{t}"
-[listen]
-address = "127.0.0.1:{port}"
-[registry]
-file = "{registry}"
-watch = false
-[catalog]
-refresh = false
-[log]
-level = "{args.log}"
-[admin]
-enabled = false
-[capture]
-{capture if kind == 'gateway-off' else ''}
-{'' if kind == 'gateway-off' else capture}
-""")
+            cfg = write_gateway_config(work, t, port, registry, ch_url, args.log)
             binary = args.baseline_bin if t.endswith("@baseline") else gw_bin
             p = spawn([binary, "serve", "--config", cfg], PROXY_CPU, log, env)
             procs.append(p)

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""The cost ladder: where the gateway's CPU per request goes, piece by piece,
+next to the hyper floor, in one run.
+
+    python3 benches/ladder.py [--duration 5] [--conns 64] [--workload catalog]
+                              [--rungs floor,off,off-info,local,clickhouse]
+
+Each rung is one proxy under the same wrk load as benches/load.py (proxy on
+core 0 with one worker thread; wrk and the upstream on core 1):
+
+    floor       examples/bench_floor.rs: hyper h1 server + client, nothing else
+    off         the gateway, capture off, log level warn
+    off-info    the same at the default level (the per-exchange log line)
+    local       capture to the embedded local store (the default set-up)
+    clickhouse  capture to ClickHouse (when clickhouse-server is installed)
+
+CPU per request comes from the proxy's /proc counters over the run. While
+wrk runs, `perf record` (Debian's linux-perf; software clock, so it works in
+VMs without hardware counters) samples the proxy's threads with call
+stacks; each sample goes to the innermost gateway piece on its stack (by
+function name, see PIECES), or to the capture threads by thread name, and
+each piece's share of the samples times the CPU per request is its cost.
+What no piece claims (hyper's h1/h2 server and client, the runtime, the
+allocator, the kernel's TCP) is "HTTP, runtime and kernel": next to the
+floor's total it shows what the auto h1+h2 server, the bigger futures and
+the extra allocations cost. perf's own overhead (about 2% at 999 Hz) is in
+every rung alike.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import load  # noqa: E402  (the set-up helpers of the load benchmark)
+
+# Innermost match wins (walking out from the leaf, the first frame that names a
+# piece or the HTTP stack): a malloc inside authentication is authentication's.
+PIECES = [
+    ("log line (per exchange)", ["tracing_subscriber", "tracing_appender", "osb_gateway::telemetry",
+                                 "tracing_core", "osb_gateway::proxy::log"]),
+    ("metrics", ["osb_gateway::metrics", "osb_gateway::capture::metrics"]),
+    ("platform auth (cache hit)", ["osb_gateway::proxy::auth"]),
+    ("routing (parse, path check, route table)", ["osb_gateway::registry::table", "osb_gateway::proxy::Target",
+                                                  "osb_gateway::osb::path", "osb_gateway::osb::classify"]),
+    ("header rewrite", ["osb_gateway::proxy::forward"]),
+    ("capture tap (bodies)", ["osb_gateway::capture::body"]),
+    ("exchange record (worker side)", ["osb_gateway::capture::exchange", "osb_gateway::capture::CaptureTx",
+                                       "osb_gateway::capture::record"]),
+    ("body idle timers", ["osb_gateway::body::TimedBody", "tokio::time::", "tokio::runtime::time"]),
+    ("connection limits", ["osb_gateway::server::limits"]),
+    ("upstream pool", ["Pool<B>::send", "Pool<B>::checkout", "Inner<B>::put", "Release<B>::release"]),
+]
+# Frames of the HTTP stack itself: a sample whose innermost named frame is
+# one of these is the floor's kind of work, even inside a gateway wrapper
+# (the capture tap polls hyper's body; that poll is not the tap's cost).
+FLOOR = ["hyper::", "h2::", "hyper_util::", "tokio::net::", "mio::"]
+THREADS = {
+    "osb-capture": "capture: record building (redaction, ids)",
+    "osb-capture-io": "capture: encoding and store",
+}
+REST = "HTTP, runtime and kernel"
+ORDER = [p for p, _ in PIECES] + list(THREADS.values()) + [REST]
+
+
+def attribute(perf_data):
+    """Sample counts per piece in a perf.data file."""
+    out = subprocess.run(["perf", "script", "-i", perf_data, "-F", "comm,ip,sym"],
+                         capture_output=True, text=True).stdout
+    counts, total = {}, 0
+
+    def flush(comm, frames):
+        nonlocal total
+        if comm is None:
+            return
+        total += 1
+        piece = THREADS.get(comm)
+        if piece is None:
+            piece = REST
+            for frame in frames:  # leaf first
+                hit = next((p for p, pats in PIECES if any(x in frame for x in pats)), None)
+                if hit:
+                    piece = hit
+                    break
+                if any(x in frame for x in FLOOR):
+                    break
+        counts[piece] = counts.get(piece, 0) + 1
+
+    comm, frames = None, []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith(("\t", " " * 8)):
+            flush(comm, frames)
+            comm, frames = line.strip(), []
+        else:
+            frames.append(line.strip())
+    flush(comm, frames)
+    return counts, total
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--workload", choices=["catalog", "provision"], default="catalog")
+    ap.add_argument("--rungs", default="floor,off,off-info,local,clickhouse")
+    args = ap.parse_args()
+    for tool in ("wrk", "perf"):
+        if not shutil.which(tool):
+            sys.exit(f"needs {tool}: apt-get install -y wrk linux-perf")
+    subprocess.run(["cargo", "build", "--release", "--bin", "osb-gateway", "--example", "bench_broker",
+                    "--example", "bench_floor"], cwd=load.ROOT, check=True, stdout=subprocess.DEVNULL)
+    rel = os.path.join(load.ROOT, "target/release")
+    rungs = args.rungs.split(",")
+    ch_bin = shutil.which("clickhouse-server")
+    if "clickhouse" in rungs and not ch_bin:
+        print("clickhouse-server not installed: that rung is skipped", file=sys.stderr)
+        rungs.remove("clickhouse")
+
+    work = tempfile.mkdtemp(prefix="osbgw-ladder-")
+    log = open(os.path.join(work, "processes.log"), "w")
+    procs = []
+    results = {}
+    try:
+        bport = load.free_port()
+        procs.append(load.spawn([os.path.join(rel, "examples/bench_broker"), f"127.0.0.1:{bport}"], load.LOAD_CPU, log))
+        load.wait_http(f"http://127.0.0.1:{bport}/")
+        ch_url = None
+        if "clickhouse" in rungs:
+            chdir = os.path.join(work, "ch")
+            os.makedirs(chdir)
+            hp = load.clickhouse_config(chdir)
+            procs.append(subprocess.Popen(["taskset", "-c", load.LOAD_CPU, ch_bin, f"--config-file={chdir}/config.xml"],
+                                          cwd=chdir, stdout=log, stderr=log, stdin=subprocess.DEVNULL))
+            ch_url = f"http://127.0.0.1:{hp}"
+            load.wait_http(ch_url + "/ping")
+        registry = load.write_registry(work, bport)
+        if args.workload == "catalog":
+            path, body = "/v2/catalog", None
+        else:
+            path, body = "/v2/service_instances/inst-1?accepts_incomplete=true", load.provision_body(2048)
+        script = load.lua(work, "ladder", "GET" if body is None else "PUT", load.PLATFORM, body)
+        for rung in rungs:
+            port = load.free_port()
+            env = dict(os.environ, TOKIO_WORKER_THREADS="1")
+            if rung == "floor":
+                cmd = [os.path.join(rel, "examples/bench_floor"), f"127.0.0.1:{port}", f"127.0.0.1:{bport}"]
+            else:
+                target = {"off": "gateway-off", "off-info": "gateway-off", "local": "gateway-local",
+                          "clickhouse": "gateway-clickhouse"}[rung]
+                cfg = load.write_gateway_config(work, f"{target}@{rung}", port, registry, ch_url,
+                                                "info" if rung == "off-info" else "warn")
+                cmd = [os.path.join(rel, "osb-gateway"), "serve", "--config", cfg]
+            p = load.spawn(cmd, load.PROXY_CPU, log, env)
+            procs.append(p)
+            url = f"http://127.0.0.1:{port}/private/bench"
+            load.wait_http(f"http://127.0.0.1:{port}/")
+            # Warm-up: the platform's password is verified once (argon2), pools fill.
+            load.run_wrk(url + path, script, args.conns, 1)
+            data = os.path.join(work, f"{rung}.perf")
+            before = load.cpu_ticks([p.pid])
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "999", "-e", "cpu-clock", "-g",
+                                     "--call-graph", "dwarf,16384", "-p", str(p.pid), "-o", data],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            rps, _, _, errors, total = load.run_wrk(url + path, script, args.conns, args.duration)
+            perf.send_signal(2)
+            perf.wait()
+            cpu_us = (load.cpu_ticks([p.pid]) - before) / load.HZ * 1e6 / total
+            p.terminate()
+            p.wait()
+            counts, samples = attribute(data)
+            results[rung] = (rps, cpu_us, counts, samples)
+            print(f"{rung:<10} {rps:>9.0f} req/s {cpu_us:6.1f} us/req, {samples} samples"
+                  + (f" ERRORS {errors}" if errors else ""), file=sys.stderr, flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    floor = results.get("floor", (None, None))[1]
+    print(f"\n{args.workload}, {args.conns} connections, {args.duration}s per rung; "
+          f"CPU us per request (share of perf samples x CPU per request)\n")
+    print("| piece | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for piece in ORDER:
+        cells = []
+        for rung, (_, cpu, counts, samples) in results.items():
+            n = counts.get(piece, 0)
+            cells.append(f"{cpu * n / samples:.1f}" if samples and n else "-")
+        if any(c != "-" for c in cells):
+            print(f"| {piece} | " + " | ".join(cells) + " |")
+    print("| **total CPU us/req** | " + " | ".join(f"**{r[1]:.1f}**" for r in results.values()) + " |")
+    if floor:
+        print("| vs the floor | " + " | ".join(f"{r[1] / floor:.2f}x" for r in results.values()) + " |")
+    print("| req/s | " + " | ".join(f"{r[0]:.0f}" for r in results.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
