@@ -29,7 +29,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::store::record::body;
-use crate::store::segments::FrameWriter;
+use crate::store::segments::{FrameWriter, Segments};
 use crate::store::CaptureRecord;
 
 /// First byte of a body frame.
@@ -72,27 +72,40 @@ pub(crate) struct Bodies {
 }
 
 impl Bodies {
-    /// Forgets the bodies unless they are in `segment` (the one the next
-    /// frames go to; `None`: a new one).
-    pub(crate) fn follow(&mut self, segment: Option<u64>) {
-        if segment.is_none() || segment != self.segment {
-            *self = Bodies {
-                segment,
-                ..Bodies::default()
-            };
+    /// Appends `records` to `segs` as one batch (see
+    /// [`Segments::append_frames`]): their bodies not yet in the open
+    /// segment, then the records.
+    ///
+    /// # Errors
+    /// Those of the append; nothing of the batch was kept, and the bodies
+    /// remembered are forgotten.
+    pub(crate) fn append(
+        &mut self,
+        segs: &mut Segments,
+        records: &[Arc<CaptureRecord>],
+    ) -> io::Result<u64> {
+        let open = segs.open_segment().map(|s| s.0);
+        if open.is_none() || open != self.segment {
+            *self = Bodies::default();
         }
+        let appended = segs.append_frames(|w| {
+            for r in records {
+                self.write(w, r)?;
+            }
+            Ok(())
+        });
+        // NB: a batch into no open segment opened one and numbered its
+        // bodies there: remember that segment (forgetting here wrote the
+        // catalog again at the start of every batch of a new segment).
+        match (&appended, segs.open_segment()) {
+            (Ok(_), Some((seq, ..))) => self.segment = Some(seq),
+            _ => *self = Bodies::default(),
+        }
+        appended
     }
 
     /// Writes `r`: its bodies not yet in the segment, then the record.
-    ///
-    /// # Errors
-    /// I/O errors: the caller's append fails whole, and [`follow`](Self::follow)
-    /// with the next segment forgets what this one wrote.
-    pub(crate) fn write(
-        &mut self,
-        w: &mut FrameWriter<'_>,
-        r: &Arc<CaptureRecord>,
-    ) -> io::Result<()> {
+    fn write(&mut self, w: &mut FrameWriter<'_>, r: &Arc<CaptureRecord>) -> io::Result<()> {
         let request = self.body(w, r, Side::Request)?;
         let response = self.body(w, r, Side::Response)?;
         w.frame_with(|buf| {
@@ -188,7 +201,7 @@ pub fn decode(payloads: &[Vec<u8>]) -> Vec<CaptureRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::segments::{self, Segments};
+    use crate::store::segments;
 
     fn rec(req: &str, resp: &str) -> Arc<CaptureRecord> {
         Arc::new(CaptureRecord {
@@ -202,15 +215,21 @@ mod tests {
     }
 
     fn write_all(segs: &mut Segments, bodies: &mut Bodies, records: &[Arc<CaptureRecord>]) {
-        bodies.follow(segs.open_segment().map(|s| s.0));
-        segs.append_frames(|w| {
-            for r in records {
-                bodies.write(w, r)?;
-            }
-            Ok(())
-        })
-        .unwrap();
-        bodies.follow(segs.open_segment().map(|s| s.0));
+        bodies.append(segs, records).unwrap();
+    }
+
+    #[test]
+    fn batches_into_one_segment_share_its_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segs = Segments::open(dir.path()).unwrap();
+        let mut bodies = Bodies::default();
+        // The first batch opens the segment; later ones go on in it.
+        for _ in 0..3 {
+            write_all(&mut segs, &mut bodies, &[rec("", "catalog")]);
+        }
+        let read = segments::read(&segs.all().unwrap()[0].path).unwrap();
+        assert_eq!(read.records.len(), 4, "one body frame, three records");
+        assert_eq!(decode(&read.records).len(), 3);
     }
 
     #[test]

@@ -50,16 +50,7 @@ impl LocalStore {
         }
         // NB: records are encoded one at a time into one buffer: a batch of
         // 10,000 catalog records held 53 MB of payloads at once before.
-        self.bodies.follow(self.segs.open_segment().map(|s| s.0));
-        let bodies = &mut self.bodies;
-        let appended = self.segs.append_frames(|w| {
-            for r in records {
-                bodies.write(w, r)?;
-            }
-            Ok(())
-        });
-        self.bodies.follow(self.segs.open_segment().map(|s| s.0));
-        appended?;
+        self.bodies.append(&mut self.segs, records)?;
         self.trim()
     }
 
