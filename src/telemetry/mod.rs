@@ -13,7 +13,6 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 use tracing::field::{Field, Visit};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -23,6 +22,11 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::LogFormat;
 
+mod writer;
+
+pub use writer::Guard;
+use writer::LineWriter;
+
 /// Lines waiting for the writer thread; past this they are dropped (and
 /// counted) rather than block the proxy.
 const QUEUE_LINES: usize = 64 * 1024;
@@ -31,7 +35,7 @@ const QUEUE_LINES: usize = 64 * 1024;
 pub struct LogControl {
     handle: reload::Handle<EnvFilter, Registry>,
     current: Mutex<String>,
-    dropped: ErrorCounter,
+    writer: LineWriter,
 }
 
 static CONTROL: OnceLock<LogControl> = OnceLock::new();
@@ -66,14 +70,14 @@ impl LogControl {
 
     /// Lines dropped because the log writer could not keep up.
     pub fn dropped_lines(&self) -> usize {
-        self.dropped.dropped_lines()
+        self.writer.dropped()
     }
 }
 
 /// Installs the global subscriber; `RUST_LOG`, when set, wins over
 /// `level`. Keep the guard until the process ends: dropping it flushes
 /// the lines still queued.
-pub fn init(format: LogFormat, level: &str, instance: &str) -> Option<WorkerGuard> {
+pub fn init(format: LogFormat, level: &str, instance: &str) -> Option<Guard> {
     let (level, filter) = match std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(&v).ok().map(|f| (v, f)))
@@ -82,12 +86,8 @@ pub fn init(format: LogFormat, level: &str, instance: &str) -> Option<WorkerGuar
         None => (level.to_string(), EnvFilter::new(level)),
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUE_LINES)
-        .lossy(true)
-        .thread_name("osb-gateway-log")
-        .finish(std::io::stderr());
-    let dropped = writer.error_counter();
+    let (writer, guard) = LineWriter::spawn(QUEUE_LINES, std::io::stderr());
+    let control_writer = writer.clone();
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
         LogFormat::Plain => registry
@@ -113,7 +113,7 @@ pub fn init(format: LogFormat, level: &str, instance: &str) -> Option<WorkerGuar
     let _ = CONTROL.set(LogControl {
         handle,
         current: Mutex::new(level),
-        dropped,
+        writer: control_writer,
     });
     Some(guard)
 }
