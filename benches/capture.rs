@@ -178,6 +178,18 @@ fn raw(op: Operation) -> RawExchange {
             r#"{"credentials":{"uri":"postgres://u:hunter2@db:5432/x","username":"u","password":"hunter2"}}"#.to_string(),
             201,
         ),
+        // NB: a 1 MB provision (benches/load.py's 1mb workload).
+        Operation::UpdateInstance => (
+            Method::PUT,
+            format!("/v2/service_instances/{inst}"),
+            "accepts_incomplete=true",
+            format!(
+                r#"{{"service_id":"svc-bench-0001","plan_id":"plan-01","organization_guid":"org","space_guid":"space","parameters":{{"note":"{}"}}}}"#,
+                "x".repeat(1 << 20)
+            ),
+            r#"{"operation":"task-1","dashboard_url":"https://dash.example/1"}"#.to_string(),
+            202,
+        ),
         _ => (
             Method::PUT,
             format!("/v2/service_instances/{inst}"),
@@ -226,6 +238,7 @@ fn record_build(c: &mut Criterion) {
         ("provision_2KB", Operation::ProvisionInstance),
         ("bind_redacted", Operation::Bind),
         ("catalog_1MB", Operation::Other),
+        ("provision_1MB", Operation::UpdateInstance),
     ] {
         g.bench_function(name, |b| {
             b.iter_batched(

@@ -68,16 +68,19 @@ ORDER = [p for p, _ in PIECES] + list(THREADS.values()) + [REST]
 
 
 def attribute(perf_data):
-    """Sample counts per piece in a perf.data file."""
+    """Sample counts per piece, and per leaf function, in a perf.data file."""
     out = subprocess.run(["perf", "script", "-i", perf_data, "-F", "comm,ip,sym"],
                          capture_output=True, text=True).stdout
-    counts, total = {}, 0
+    counts, leaves, total = {}, {}, 0
 
     def flush(comm, frames):
         nonlocal total
         if comm is None:
             return
         total += 1
+        leaf = frames[0].split(" ", 1)[-1] if frames else "?"
+        leaf = leaf.split("+0x")[0]
+        leaves[leaf] = leaves.get(leaf, 0) + 1
         piece = THREADS.get(comm)
         if piece is None:
             piece = REST
@@ -100,7 +103,7 @@ def attribute(perf_data):
         else:
             frames.append(line.strip())
     flush(comm, frames)
-    return counts, total
+    return counts, leaves, total
 
 
 def main():
@@ -109,6 +112,10 @@ def main():
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--workload", choices=["catalog", "provision"], default="catalog")
     ap.add_argument("--rungs", default="floor,off,off-info,local,clickhouse")
+    ap.add_argument("--top", type=int, default=0, metavar="N",
+                    help="also list each rung's N costliest leaf functions (self time, us/req)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (perf data per rung: perf report -i DIR/RUNG.perf)")
     args = ap.parse_args()
     for tool in ("wrk", "perf"):
         if not shutil.which(tool):
@@ -125,7 +132,7 @@ def main():
     work = tempfile.mkdtemp(prefix="osbgw-ladder-")
     log = open(os.path.join(work, "processes.log"), "w")
     procs = []
-    results = {}
+    results, tops = {}, {}
     try:
         bport = load.free_port()
         procs.append(load.spawn([os.path.join(rel, "examples/bench_broker"), f"127.0.0.1:{bport}"], load.LOAD_CPU, log))
@@ -174,8 +181,9 @@ def main():
             cpu_us = (load.cpu_ticks([p.pid]) - before) / load.HZ * 1e6 / total
             p.terminate()
             p.wait()
-            counts, samples = attribute(data)
+            counts, leaves, samples = attribute(data)
             results[rung] = (rps, cpu_us, counts, samples)
+            tops[rung] = (cpu_us, leaves, samples)
             print(f"{rung:<10} {rps:>9.0f} req/s {cpu_us:6.1f} us/req, {samples} samples"
                   + (f" ERRORS {errors}" if errors else ""), file=sys.stderr, flush=True)
     finally:
@@ -186,7 +194,10 @@ def main():
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     floor = results.get("floor", (None, None))[1]
     print(f"\n{args.workload}, {args.conns} connections, {args.duration}s per rung; "
@@ -204,6 +215,10 @@ def main():
     if floor:
         print("| vs the floor | " + " | ".join(f"{r[1] / floor:.2f}x" for r in results.values()) + " |")
     print("| req/s | " + " | ".join(f"{r[0]:.0f}" for r in results.values()) + " |")
+    for rung, (cpu, leaves, samples) in tops.items() if args.top else ():
+        print(f"\n{rung}: the {args.top} costliest leaf functions, us/req")
+        for sym, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:args.top]:
+            print(f"  {cpu * n / samples:5.2f}  {sym[:150]}")
 
 
 if __name__ == "__main__":

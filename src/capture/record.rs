@@ -10,7 +10,6 @@ use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::record::CaptureRecord;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::redact::Redactor;
@@ -154,10 +153,6 @@ fn header(h: &HeaderMap, name: &str) -> String {
         .to_string()
 }
 
-fn json_str(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_string)
-}
-
 /// `<platform> <base64 JSON>` → (platform, decoded JSON text).
 fn originating_identity(value: &str) -> (String, String) {
     let Some((platform, encoded)) = value.trim().split_once(' ') else {
@@ -184,20 +179,12 @@ impl RawExchange {
             op,
             Operation::ProvisionInstance | Operation::UpdateInstance | Operation::Bind
         );
-        let request_json: Option<Value> = if self.request_body.truncated || !body_ops {
-            None
-        } else {
-            serde_json::from_slice(&self.request_body.bytes).ok()
-        };
-        if let Some(v) = &request_json {
-            if let Some(s) = json_str(v, "service_id") {
+        if body_ops && !self.request_body.truncated {
+            let f: fields::RequestFields = fields::pick(&self.request_body.bytes);
+            if let Some(s) = f.service_id {
                 service_id = s;
             }
-            let plan = json_str(v, "plan_id").or_else(|| {
-                v.get("previous_values")
-                    .and_then(|p| json_str(p, "plan_id"))
-            });
-            if let Some(p) = plan {
+            if let Some(p) = f.plan_id.or(f.previous_plan_id) {
                 plan_id = p;
             }
         }
@@ -211,24 +198,20 @@ impl RawExchange {
                     | Operation::FetchBinding
             )
             || (self.redact_parameters && op == Operation::FetchInstance);
-        let response_json: Option<Value> = if self.response_body.truncated || !response_fields {
-            None
-        } else {
-            serde_json::from_slice(&self.response_body.bytes).ok()
-        };
         let mut state = String::new();
         let mut description = String::new();
-        if let Some(v) = &response_json {
-            if let Some(o) = json_str(v, "operation") {
+        if response_fields && !self.response_body.truncated {
+            let f: fields::ResponseFields = fields::pick(&self.response_body.bytes);
+            if let Some(o) = f.operation {
                 broker_operation = o;
             }
             if matches!(
                 op,
                 Operation::PollInstanceLastOperation | Operation::PollBindingLastOperation
             ) {
-                state = json_str(v, "state").unwrap_or_default();
+                state = f.state.unwrap_or_default();
             }
-            description = json_str(v, "description").unwrap_or_default();
+            description = f.description.unwrap_or_default();
         }
         let (originating_platform, originating_user) =
             originating_identity(&header(&self.request_headers, osb::ORIGINATING_IDENTITY));
@@ -239,16 +222,10 @@ impl RawExchange {
             .unwrap_or(0);
         let (request_body_size, request_body_truncated) =
             (self.request_body.size, self.request_body.truncated);
-        let request_body =
-            redactor.request_body(op, self.redact_parameters, self.request_body, request_json);
+        let request_body = redactor.request_body(op, self.redact_parameters, self.request_body);
         let (response_body_size, response_body_truncated) =
             (self.response_body.size, self.response_body.truncated);
-        let response_body = redactor.response_body(
-            op,
-            self.redact_parameters,
-            self.response_body,
-            response_json,
-        );
+        let response_body = redactor.response_body(op, self.redact_parameters, self.response_body);
         CaptureRecord {
             id: self.id,
             received_at_us,
@@ -293,6 +270,8 @@ impl RawExchange {
         }
     }
 }
+
+mod fields;
 
 #[cfg(test)]
 mod tests;

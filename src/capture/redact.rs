@@ -67,18 +67,16 @@ impl Redactor {
     }
 
     /// The request body to store.
-    pub fn request_body(
-        &self,
-        op: Operation,
-        redact_parameters: bool,
-        body: BodyData,
-        json: Option<Value>,
-    ) -> String {
+    pub fn request_body(&self, op: Operation, redact_parameters: bool, body: BodyData) -> String {
         let touches_parameters = matches!(
             op,
             Operation::ProvisionInstance | Operation::UpdateInstance | Operation::Bind
         );
         if redact_parameters && touches_parameters {
+            let json = match body.truncated {
+                true => None,
+                false => serde_json::from_slice::<Value>(&body.bytes).ok(),
+            };
             return match json {
                 Some(mut v) => {
                     if let Some(p) = v.get_mut("parameters") {
@@ -94,13 +92,7 @@ impl Redactor {
     }
 
     /// The response body to store.
-    pub fn response_body(
-        &self,
-        op: Operation,
-        redact_parameters: bool,
-        body: BodyData,
-        json: Option<Value>,
-    ) -> String {
+    pub fn response_body(&self, op: Operation, redact_parameters: bool, body: BodyData) -> String {
         // NB: whatever the operation (a broker may answer a path the
         // gateway classified OTHER with credentials), a body that may hold
         // a `credentials` key is parsed and its credentials masked; one
@@ -111,10 +103,10 @@ impl Redactor {
         if !binding && !has_parameters && !may_name_credentials(&body.bytes) {
             return text(body.bytes);
         }
-        let json = json.or_else(|| match body.truncated {
+        let json = match body.truncated {
             true => None,
-            false => serde_json::from_slice(&body.bytes).ok(),
-        });
+            false => serde_json::from_slice::<Value>(&body.bytes).ok(),
+        };
         let Some(mut v) = json else {
             return match body.bytes.is_empty() {
                 true => String::new(),

@@ -199,7 +199,7 @@ fn bind_credentials_keep_keys_but_not_values() {
         r#"{"credentials":{"uri":"postgres://u:hunter2@db/x","password":"hunter2"},"endpoints":[]}"#,
     ));
     assert!(!r.response_body.contains("hunter2"), "{}", r.response_body);
-    let v: Value = serde_json::from_str(&r.response_body).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.response_body).unwrap();
     assert_eq!(v["credentials"]["uri"], REDACTED);
     assert_eq!(v["credentials"]["password"], REDACTED);
     assert_eq!(v["endpoints"], serde_json::json!([]));
