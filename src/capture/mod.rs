@@ -160,24 +160,25 @@ impl CaptureTx {
     /// Reserves up to `want` bytes of the budget all exchanges in flight
     /// share for the bodies they keep (`capture.inflight_max_bytes`);
     /// returns how many were granted, 0 once it is spent. One
-    /// compare-and-swap, no lock. A short grant counts a cut body (a tap
-    /// asks no more after one). Give them back with
+    /// compare-and-swap, no lock; a tap asks once per body whose length it
+    /// knows, else once per frame. Give them back with
     /// [`release_body`](Self::release_body).
     pub(crate) fn reserve_body(&self, want: usize) -> usize {
         let limit = self.0.inflight_limit;
         let metrics = &self.0.metrics;
-        let granted = match metrics
+        match metrics
             .inflight_bytes
             .fetch_update(Relaxed, Relaxed, |cur| {
                 (cur < limit).then(|| cur + (want as u64).min(limit - cur))
             }) {
             Ok(before) => (want as u64).min(limit - before) as usize,
             Err(_) => 0,
-        };
-        if granted < want {
-            metrics.bodies_cut.fetch_add(1, Relaxed);
         }
-        granted
+    }
+
+    /// Counts a body kept shorter than the cap because the budget ran out.
+    pub(crate) fn count_cut_body(&self) {
+        self.0.metrics.bodies_cut.fetch_add(1, Relaxed);
     }
 
     /// Gives back bytes from [`reserve_body`](Self::reserve_body).
@@ -530,16 +531,14 @@ mod tests {
     }
 
     #[test]
-    fn the_in_flight_budget_grants_what_is_left_and_counts_cut_bodies() {
+    fn the_in_flight_budget_grants_what_is_left() {
         let tx = with_budget(100);
         assert_eq!(tx.reserve_body(40), 40);
         assert_eq!(tx.reserve_body(70), 60, "a partial grant up to the bound");
         assert_eq!(tx.reserve_body(1), 0, "spent");
         assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
-        assert_eq!(load(&tx.0.metrics.bodies_cut), 2, "each short grant");
         tx.release_body(40);
         assert_eq!(tx.reserve_body(40), 40, "what was given back");
         assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
-        assert_eq!(load(&tx.0.metrics.bodies_cut), 2);
     }
 }

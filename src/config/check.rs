@@ -186,6 +186,7 @@ impl CaptureFile {
         c: &mut Checks,
     ) -> CaptureConfig {
         let d = CaptureConfig::default();
+        let to_clickhouse = self.clickhouse.is_some();
         let clickhouse = self.clickhouse.map(|ch| {
             let url = ch.url.unwrap_or_else(|| "http://127.0.0.1:8123".into());
             let parsed: Option<http::Uri> = c.ok(url
@@ -263,7 +264,10 @@ impl CaptureFile {
         let batch_max_bytes = count(
             "capture.batch_max_bytes",
             self.batch_max_bytes,
-            d.batch_max_bytes,
+            match to_clickhouse {
+                true => d.batch_max_bytes,
+                false => super::LOCAL_BATCH_MAX_BYTES,
+            },
         );
         let mut dur = |field: &str, v: &Option<String>, default: Duration| {
             c.or(opt_duration(field, v, default), default)

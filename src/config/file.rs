@@ -102,7 +102,7 @@ pub struct CaptureFile {
     pub feed_capacity: Option<usize>,
     /// Batch flush: rows (default 10000).
     pub batch_max_rows: Option<usize>,
-    /// Batch flush: bytes (default 10 MB).
+    /// Batch flush: bytes (default 10 MB to ClickHouse, 1 MB to the local store).
     pub batch_max_bytes: Option<usize>,
     /// Batch flush: time (default 1s).
     pub flush_interval: Option<String>,

@@ -82,3 +82,17 @@ fn embedded_defaults_are_valid() {
     assert!(c.mode.is_development());
     assert!(matches!(c.registry, RegistrySource::Embedded(_)));
 }
+
+#[test]
+fn batches_default_smaller_to_the_local_store() {
+    let c = parse("development_mode = true").unwrap();
+    assert_eq!(
+        c.capture.batch_max_bytes,
+        crate::config::LOCAL_BATCH_MAX_BYTES
+    );
+    let c = parse("development_mode = true\n[capture.clickhouse]\nurl = \"http://127.0.0.1:8123\"")
+        .unwrap();
+    assert_eq!(c.capture.batch_max_bytes, 10_000_000);
+    let c = parse("development_mode = true\n[capture]\nbatch_max_bytes = 5").unwrap();
+    assert_eq!(c.capture.batch_max_bytes, 5, "a set value holds either way");
+}
