@@ -85,6 +85,29 @@ impl Authenticator {
         if cached(&platform) {
             return Ok(platform.expect("cached implies a platform"));
         }
+        // NB: boxed: the slow path's state (the semaphore's wait, the
+        // blocking task) would otherwise make every request's future
+        // bigger, and hyper moves that future by value.
+        Box::pin(self.verify(platform, user, password, digest, client)).await
+    }
+
+    /// The slow path: throttle, wait for an argon2 turn, verify.
+    async fn verify(
+        &self,
+        platform: Option<Arc<Platform>>,
+        user: String,
+        password: String,
+        digest: [u8; 32],
+        client: IpAddr,
+    ) -> Result<Arc<Platform>, ProxyError> {
+        let cached = |p: &Option<Arc<Platform>>| {
+            p.as_ref().is_some_and(|p| {
+                p.verified
+                    .load()
+                    .as_deref()
+                    .is_some_and(|known| bool::from(known.ct_eq(&digest)))
+            })
+        };
         let throttled = |retry_after| ProxyError::Throttled { retry_after };
         self.throttle.check(client, &user).map_err(throttled)?;
         if self.waiting.fetch_add(1, Relaxed) >= MAX_WAITING {
