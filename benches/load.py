@@ -461,9 +461,18 @@ backend broker
                 b"SELECT countIf((request_body_truncated AND length(request_body) < least(request_body_size, 1048576))"
                 b" OR (response_body_truncated AND length(response_body) < least(response_body_size, 1048576)))"
                 b" FROM osb_load.exchanges FINAL"))).read().decode().strip())
+            # Bytes per record, once merged (what a capture cluster stores).
+            def ch(sql):
+                return urllib.request.urlopen(urllib.request.Request(ch_url, data=sql.encode())).read().decode().strip()
+            ch("OPTIMIZE TABLE osb_load.exchanges FINAL")
+            rows, disk, raw = (int(x) for x in ch(
+                "SELECT sum(rows), sum(bytes_on_disk), sum(data_uncompressed_bytes) FROM system.parts"
+                " WHERE database = 'osb_load' AND table = 'exchanges' AND active").split())
             lost_line = (f"capture to ClickHouse: {sent['gateway-clickhouse']} responses seen by the load generator, "
                          f"{q} records in ClickHouse after the run: {lost} lost; "
-                         f"{cut} with a body cut short by capture.inflight_max_bytes")
+                         f"{cut} with a body cut short by capture.inflight_max_bytes; "
+                         f"{disk / max(rows, 1):.0f} bytes per record on disk, {raw / max(rows, 1):.0f} uncompressed "
+                         f"(all workloads, after OPTIMIZE FINAL)")
             print(lost_line, file=sys.stderr)
 
         def med(vals, i):
