@@ -216,3 +216,66 @@ impl<B: Body> Drop for CaptureBody<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{load, with_budget};
+
+    /// A body whose head claims `claimed` bytes and that sends `frames`,
+    /// then nothing.
+    struct Claims {
+        claimed: u64,
+        frames: Vec<Bytes>,
+    }
+
+    impl Body for Claims {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.frames.pop() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            }
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.claimed)
+        }
+    }
+
+    fn poll_all(body: &mut CaptureBody<Claims>) {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        while let Poll::Ready(Some(_)) = Pin::new(&mut *body).poll_frame(&mut cx) {}
+    }
+
+    #[test]
+    fn a_claimed_length_holds_no_budget_until_bytes_come() {
+        let tx = with_budget(1 << 20, 1 << 20);
+        let ex = Arc::new(Exchange::new(&tx, http::Method::PUT, "/", "", "r".into()));
+        let claims = |frames: Vec<Bytes>| Claims {
+            claimed: 1 << 20,
+            frames,
+        };
+        // Headers saying 1 MiB, then silence: nothing of the budget held.
+        let mut idle = CaptureBody::new(claims(vec![]), ex.tap(Side::Request));
+        poll_all(&mut idle);
+        assert_eq!(load(&tx.0.metrics.inflight_bytes), 0);
+        // From the first byte on, the length the head gave is held at once.
+        let mut sending = CaptureBody::new(
+            claims(vec![
+                Bytes::from(vec![b'x'; 1000]),
+                Bytes::from(vec![b'y'; 10]),
+            ]),
+            ex.tap(Side::Response),
+        );
+        poll_all(&mut sending);
+        assert_eq!(load(&tx.0.metrics.inflight_bytes), 1 << 20);
+        drop((idle, sending));
+        drop(ex);
+        assert_eq!(load(&tx.0.metrics.inflight_bytes), 0, "all given back");
+    }
+}

@@ -519,20 +519,24 @@ pub fn load(c: &AtomicU64) -> u64 {
     c.load(Relaxed)
 }
 
+/// A disabled queue whose taps keep up to `max_body` bytes of a body,
+/// `limit` in flight together (tests of the budget and the tap).
+#[cfg(test)]
+fn with_budget(limit: u64, max_body: usize) -> CaptureTx {
+    let tx = CaptureTx::disabled("test");
+    let mut inner = Arc::try_unwrap(tx.0).ok().expect("a fresh queue");
+    inner.inflight_limit = limit;
+    inner.max_body = max_body;
+    CaptureTx(Arc::new(inner))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn with_budget(limit: u64) -> CaptureTx {
-        let tx = CaptureTx::disabled("test");
-        let mut inner = Arc::try_unwrap(tx.0).ok().unwrap();
-        inner.inflight_limit = limit;
-        CaptureTx(Arc::new(inner))
-    }
-
     #[test]
     fn the_in_flight_budget_grants_what_is_left() {
-        let tx = with_budget(100);
+        let tx = with_budget(100, 0);
         assert_eq!(tx.reserve_body(40), 40);
         assert_eq!(tx.reserve_body(70), 60, "a partial grant up to the bound");
         assert_eq!(tx.reserve_body(1), 0, "spent");
@@ -540,79 +544,5 @@ mod tests {
         tx.release_body(40);
         assert_eq!(tx.reserve_body(40), 40, "what was given back");
         assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
-    }
-}
-
-#[cfg(test)]
-mod tap_tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use bytes::Bytes;
-    use http_body::{Body, Frame, SizeHint};
-
-    use super::body::CaptureBody;
-    use super::*;
-    use crate::body::BoxError;
-
-    /// A body whose head claims `claimed` bytes and that sends `frames`,
-    /// then nothing.
-    struct Claims {
-        claimed: u64,
-        frames: Vec<Bytes>,
-    }
-
-    impl Body for Claims {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            match self.frames.pop() {
-                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                None => Poll::Pending,
-            }
-        }
-        fn size_hint(&self) -> SizeHint {
-            SizeHint::with_exact(self.claimed)
-        }
-    }
-
-    fn poll_all(body: &mut CaptureBody<Claims>) {
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        while let Poll::Ready(Some(_)) = Pin::new(&mut *body).poll_frame(&mut cx) {}
-    }
-
-    #[test]
-    fn a_claimed_length_holds_no_budget_until_bytes_come() {
-        let tx = CaptureTx::disabled("test");
-        let mut inner = Arc::try_unwrap(tx.0).ok().unwrap();
-        inner.inflight_limit = 1 << 20;
-        inner.max_body = 1 << 20;
-        let tx = CaptureTx(Arc::new(inner));
-        let ex = Arc::new(Exchange::new(&tx, http::Method::PUT, "/", "", "r".into()));
-        let claims = |frames: Vec<Bytes>| Claims {
-            claimed: 1 << 20,
-            frames,
-        };
-        // Headers saying 1 MiB, then silence: nothing of the budget held.
-        let mut idle = CaptureBody::new(claims(vec![]), ex.tap(Side::Request));
-        poll_all(&mut idle);
-        assert_eq!(load(&tx.0.metrics.inflight_bytes), 0);
-        // From the first byte on, the length the head gave is held at once.
-        let mut sending = CaptureBody::new(
-            claims(vec![
-                Bytes::from(vec![b'x'; 1000]),
-                Bytes::from(vec![b'y'; 10]),
-            ]),
-            ex.tap(Side::Response),
-        );
-        poll_all(&mut sending);
-        assert_eq!(load(&tx.0.metrics.inflight_bytes), 1 << 20);
-        drop((idle, sending));
-        drop(ex);
-        assert_eq!(load(&tx.0.metrics.inflight_bytes), 0, "all given back");
     }
 }

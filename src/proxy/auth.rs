@@ -74,15 +74,7 @@ impl Authenticator {
             .ok_or(ProxyError::Unauthenticated)?;
         let platform = table.platform(&user).cloned();
         let digest = cache_digest(table.cache_salt(), &user, &password);
-        let cached = |p: &Option<Arc<Platform>>| {
-            p.as_ref().is_some_and(|p| {
-                p.verified
-                    .load()
-                    .as_deref()
-                    .is_some_and(|known| bool::from(known.ct_eq(&digest)))
-            })
-        };
-        if cached(&platform) {
+        if verified(&platform, &digest) {
             return Ok(platform.expect("cached implies a platform"));
         }
         // NB: boxed: the slow path's state (the semaphore's wait, the
@@ -100,14 +92,6 @@ impl Authenticator {
         digest: [u8; 32],
         client: IpAddr,
     ) -> Result<Arc<Platform>, ProxyError> {
-        let cached = |p: &Option<Arc<Platform>>| {
-            p.as_ref().is_some_and(|p| {
-                p.verified
-                    .load()
-                    .as_deref()
-                    .is_some_and(|known| bool::from(known.ct_eq(&digest)))
-            })
-        };
         let throttled = |retry_after| ProxyError::Throttled { retry_after };
         self.throttle.check(client, &user).map_err(throttled)?;
         if self.waiting.fetch_add(1, Relaxed) >= MAX_WAITING {
@@ -127,7 +111,7 @@ impl Authenticator {
         drop(waiting);
         // NB: requests that queued behind the first check of the same
         // credentials find them verified now and skip argon2.
-        if cached(&platform) {
+        if verified(&platform, &digest) {
             return Ok(platform.expect("cached implies a platform"));
         }
         // NB: the try is taken only now, right before argon2: a platform's
@@ -147,6 +131,17 @@ impl Authenticator {
             _ => Err(ProxyError::BadCredentials),
         }
     }
+}
+
+/// Whether `digest` is that of the password `platform` last verified
+/// with (constant time).
+fn verified(platform: &Option<Arc<Platform>>, digest: &[u8; 32]) -> bool {
+    platform.as_ref().is_some_and(|p| {
+        p.verified
+            .load()
+            .as_deref()
+            .is_some_and(|known| bool::from(known.ct_eq(digest)))
+    })
 }
 
 fn cache_digest(salt: &[u8], user: &str, password: &str) -> [u8; 32] {

@@ -97,7 +97,15 @@ struct Object<const N: usize> {
     previous: bool,
 }
 
+/// The keys' values, and `previous_values.plan_id`.
 struct Found<const N: usize>([Option<String>; N], Option<String>);
+
+impl<const N: usize> Found<N> {
+    /// Nothing found (a value that is not an object).
+    fn none() -> Self {
+        Found(std::array::from_fn(|_| None), None)
+    }
+}
 
 impl<const N: usize> Object<N> {
     fn new(keys: [&'static str; N]) -> Self {
@@ -116,7 +124,7 @@ impl<'de, const N: usize> Visitor<'de> for Object<N> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Found<N>, A::Error> {
-        let mut found = Found(std::array::from_fn(|_| None), None);
+        let mut found = Found::none();
         // NB: keys as `Cow`: borrowed unless escaped (`"plan\u005fid"`).
         while let Some(key) = a.next_key::<std::borrow::Cow<'de, str>>()? {
             if let Some(i) = self.keys.iter().position(|k| *k == key) {
@@ -132,31 +140,31 @@ impl<'de, const N: usize> Visitor<'de> for Object<N> {
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Found<N>, A::Error> {
         while a.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Found(std::array::from_fn(|_| None), None))
+        Ok(Found::none())
     }
 
     fn visit_str<E>(self, _: &str) -> Result<Found<N>, E> {
-        Ok(Found(std::array::from_fn(|_| None), None))
+        Ok(Found::none())
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Found<N>, E> {
-        Ok(Found(std::array::from_fn(|_| None), None))
+        Ok(Found::none())
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Found<N>, E> {
-        Ok(Found(std::array::from_fn(|_| None), None))
+        Ok(Found::none())
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Found<N>, E> {
-        Ok(Found(std::array::from_fn(|_| None), None))
+        Ok(Found::none())
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Found<N>, E> {
-        Ok(Found(std::array::from_fn(|_| None), None))
+        Ok(Found::none())
     }
 
     fn visit_unit<E>(self) -> Result<Found<N>, E> {
-        Ok(Found(std::array::from_fn(|_| None), None))
+        Ok(Found::none())
     }
 }
 
