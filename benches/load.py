@@ -181,6 +181,57 @@ enabled = false
     return cfg
 
 
+def clickhouse_summary(target, ch_url, sent):
+    """After the runs: records lost, bodies cut and bytes per record in
+    the ClickHouse server of `target` (which saw `sent` responses)."""
+    def ch(sql):
+        return urllib.request.urlopen(urllib.request.Request(ch_url, data=sql.encode())).read().decode().strip()
+    # NB: wrk counts completed responses; requests cut at the end of a run
+    # are recorded too (as aborted), so ClickHouse may hold a few more than
+    # wrk saw, never fewer. The spool replays while the sink has room:
+    # after an overload of 1 MB bodies that takes minutes.
+    q, last = None, None
+    for _ in range(300):
+        time.sleep(2)
+        q = int(ch("SELECT count() FROM osb_load.exchanges FINAL"))
+        if q == last and q >= sent:
+            break
+        last = q
+    lost = max(0, sent - q)
+    # Bodies kept shorter than the per-body cap (1 MiB, the default) because
+    # the bodies in flight held capture.inflight_max_bytes. A long body is
+    # in the bodies table (a baseline gateway from before 2026-12 kept it
+    # in the row: the join then finds nothing and `inline` is its length).
+    has_bodies = ch("EXISTS TABLE osb_load.exchanges_bodies") == "1"
+    if has_bodies:
+        sides = " UNION ALL ".join(
+            f"SELECT {s}_body_truncated AS t, {s}_body_size AS size, length({s}_body) AS inline, "
+            f"{s}_body_hash AS hash FROM osb_load.exchanges FINAL" for s in ("request", "response"))
+        cut = int(ch(f"SELECT count() FROM ({sides}) ANY LEFT JOIN "
+                     "(SELECT hash, length(body) AS kept FROM osb_load.exchanges_bodies LIMIT 1 BY hash) USING hash "
+                     "WHERE t AND greatest(inline, kept) < least(size, 1048576)"))
+    else:
+        cut = int(ch("SELECT countIf(request_body_truncated AND length(request_body) < least(request_body_size, 1048576))"
+                     " + countIf(response_body_truncated AND length(response_body) < least(response_body_size, 1048576))"
+                     " FROM osb_load.exchanges FINAL"))
+    # Bytes per record, once merged (what a capture cluster stores): both
+    # tables.
+    tables = ["exchanges"] + (["exchanges_bodies"] if has_bodies else [])
+    for t in tables:
+        ch(f"OPTIMIZE TABLE osb_load.{t} FINAL")
+    rows = int(ch("SELECT count() FROM osb_load.exchanges"))
+    disk, raw = (int(x) for x in ch(
+        "SELECT sum(bytes_on_disk), sum(data_uncompressed_bytes) FROM system.parts"
+        f" WHERE database = 'osb_load' AND table IN ({', '.join(repr(t) for t in tables)}) AND active").split())
+    line = (f"{target}: {sent} responses seen by the load generator, "
+            f"{q} records in ClickHouse after the run: {lost} lost; "
+            f"{cut} bodies cut short by capture.inflight_max_bytes; "
+            f"{disk / max(rows, 1):.0f} bytes per record on disk, {raw / max(rows, 1):.0f} uncompressed "
+            f"({' + '.join(tables)}, all workloads, after OPTIMIZE FINAL)")
+    print(line, file=sys.stderr)
+    return line
+
+
 def clickhouse_config(chdir):
     """Writes a clickhouse-server config for `chdir` on free ports; returns the HTTP port."""
     hp, tp = free_port(), free_port()
@@ -262,7 +313,8 @@ def main():
                     help="also: hyper-floor (examples/bench_floor.rs, the least a hyper-based proxy does)")
     ap.add_argument("--baseline-bin", default=None,
                     help="another osb-gateway binary (e.g. a build of main before a change): "
-                         "gateway-off and gateway-local also run on it, as '<target>@baseline', interleaved")
+                         "gateway-off, gateway-local and gateway-clickhouse (a ClickHouse server of its own) "
+                         "also run on it, as '<target>@baseline', interleaved")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk: apt-get install -y wrk")
@@ -273,7 +325,7 @@ def main():
     broker_bin = os.path.join(ROOT, "target/release/examples/bench_broker")
     targets = args.targets.split(",")
     if args.baseline_bin:
-        targets += [t + "@baseline" for t in targets if t in ("gateway-off", "gateway-local")]
+        targets += [t + "@baseline" for t in targets if t in ("gateway-off", "gateway-local", "gateway-clickhouse")]
     nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     ch_bin = shutil.which("clickhouse-server") or ("/usr/bin/clickhouse-server" if os.path.exists("/usr/bin/clickhouse-server") else None)
     if not nginx_bin and "nginx" in targets:
@@ -283,9 +335,11 @@ def main():
     if not haproxy_bin and "haproxy" in targets:
         print("haproxy not installed: its rows are skipped (apt-get install -y haproxy)", file=sys.stderr)
         targets.remove("haproxy")
-    if not ch_bin and "gateway-clickhouse" in targets:
+    ch_targets = [t for t in targets if t.startswith("gateway-clickhouse")]
+    if not ch_bin and ch_targets:
         print("clickhouse-server not installed: its rows are skipped", file=sys.stderr)
-        targets.remove("gateway-clickhouse")
+        targets = [t for t in targets if t not in ch_targets]
+        ch_targets = []
 
     work = tempfile.mkdtemp(prefix="osbgw-load-")
     log = open(os.path.join(work, "processes.log"), "w")
@@ -294,17 +348,19 @@ def main():
         bport = free_port()
         procs.append(spawn([broker_bin, f"127.0.0.1:{bport}"], LOAD_CPU, log))
         wait_http(f"http://127.0.0.1:{bport}/")
-        ch_url, ch_pids = None, []
-        if "gateway-clickhouse" in targets:
-            chdir = os.path.join(work, "ch")
+        # One server per ClickHouse target: its CPU and its bytes are that
+        # target's alone.
+        ch_servers = {}
+        for t in ch_targets:
+            chdir = os.path.join(work, "ch-" + t.replace("@", "-"))
             os.makedirs(chdir)
             hp = clickhouse_config(chdir)
             procs.append(subprocess.Popen(["taskset", "-c", LOAD_CPU, ch_bin, f"--config-file={chdir}/config.xml"],
                                           cwd=chdir, stdout=log, stderr=log, stdin=subprocess.DEVNULL))
-            ch_url = f"http://127.0.0.1:{hp}"
-            wait_http(ch_url + "/ping")
+            url = f"http://127.0.0.1:{hp}"
+            wait_http(url + "/ping")
             # NB: newer servers fork a watchdog; count the whole family.
-            ch_pids = family_pids(procs[-1].pid)
+            ch_servers[t] = (url, family_pids(procs[-1].pid))
 
         registry = write_registry(work, bport)
         urls = {"direct": f"http://127.0.0.1:{bport}"}
@@ -315,7 +371,7 @@ def main():
                 continue
             port = free_port()
             kind = t.split("@")[0]
-            cfg = write_gateway_config(work, t, port, registry, ch_url, args.log)
+            cfg = write_gateway_config(work, t, port, registry, ch_servers.get(t, (None,))[0], args.log)
             binary = args.baseline_bin if t.endswith("@baseline") else gw_bin
             p = spawn([binary, "serve", "--config", cfg], PROXY_CPU, log, env)
             procs.append(p)
@@ -424,7 +480,7 @@ backend broker
                         script = lua(work, f"{w}-{t}", "GET" if body is None else "PUT", auth, body)
                         # NB: ClickHouse runs on the load core; its CPU per
                         # request is what caps that row on a 2-core machine.
-                        store = ch_pids if t == "gateway-clickhouse" else []
+                        store = ch_servers[t][1] if t in ch_servers else []
                         before, store_before = cpu_ticks(pids.get(t, [])), cpu_ticks(store)
                         rps, p50, p99, errors, total = run_wrk(urls[t] + path, script, c, args.duration)
                         ticks = cpu_ticks(pids.get(t, [])) - before
@@ -439,41 +495,7 @@ backend broker
                               + (f" ERRORS {errors}" if errors else ""),
                               file=sys.stderr, flush=True)
         rss = {t: status_kb(pids[t], "VmHWM") for t in pids}
-        lost_line = ""
-        if ch_url and "gateway-clickhouse" in targets:
-            # NB: wrk counts completed responses; requests cut at the end of
-            # a run are recorded too (as aborted), so ClickHouse may hold a
-            # few more than wrk saw, never fewer.
-            q, last = None, None
-            # The spool replays while the sink has room: after an overload
-            # of 1 MB bodies that takes minutes.
-            for _ in range(300):
-                time.sleep(2)
-                q = int(urllib.request.urlopen(urllib.request.Request(
-                    ch_url, data=b"SELECT count() FROM osb_load.exchanges FINAL")).read().decode().strip())
-                if q == last and q >= sent["gateway-clickhouse"]:
-                    break
-                last = q
-            lost = max(0, sent["gateway-clickhouse"] - q)
-            # Bodies kept shorter than the per-body cap because the bodies
-            # in flight held capture.inflight_max_bytes (1 MiB cap, the default).
-            cut = int(urllib.request.urlopen(urllib.request.Request(ch_url, data=(
-                b"SELECT countIf((request_body_truncated AND length(request_body) < least(request_body_size, 1048576))"
-                b" OR (response_body_truncated AND length(response_body) < least(response_body_size, 1048576)))"
-                b" FROM osb_load.exchanges FINAL"))).read().decode().strip())
-            # Bytes per record, once merged (what a capture cluster stores).
-            def ch(sql):
-                return urllib.request.urlopen(urllib.request.Request(ch_url, data=sql.encode())).read().decode().strip()
-            ch("OPTIMIZE TABLE osb_load.exchanges FINAL")
-            rows, disk, raw = (int(x) for x in ch(
-                "SELECT sum(rows), sum(bytes_on_disk), sum(data_uncompressed_bytes) FROM system.parts"
-                " WHERE database = 'osb_load' AND table = 'exchanges' AND active").split())
-            lost_line = (f"capture to ClickHouse: {sent['gateway-clickhouse']} responses seen by the load generator, "
-                         f"{q} records in ClickHouse after the run: {lost} lost; "
-                         f"{cut} with a body cut short by capture.inflight_max_bytes; "
-                         f"{disk / max(rows, 1):.0f} bytes per record on disk, {raw / max(rows, 1):.0f} uncompressed "
-                         f"(all workloads, after OPTIMIZE FINAL)")
-            print(lost_line, file=sys.stderr)
+        lost_lines = [clickhouse_summary(t, url, sent[t]) for t, (url, _) in ch_servers.items()]
 
         def med(vals, i):
             v = [x[i] for x in vals if x[i] is not None]
@@ -503,8 +525,8 @@ backend broker
         print("|---|---|---|")
         for t in pids:
             print(f"| {t} | {growth[t]:.1f} | {rss[t] / 1024:.1f} |")
-        if lost_line:
-            print("\n" + lost_line)
+        for line in lost_lines:
+            print("\n" + line)
     finally:
         for p in procs:
             p.terminate()

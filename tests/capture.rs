@@ -691,9 +691,19 @@ async fn no_secret_reaches_clickhouse() {
             .await,
         5
     );
+    // NB: long bodies are in the bodies table: both tables, every byte.
     let dump = ch
         .query("SELECT * FROM osb_test.exchanges FORMAT TabSeparated")
-        .await;
+        .await
+        + &ch
+            .query("SELECT * FROM osb_test.exchanges_bodies FORMAT TabSeparated")
+            .await;
+    assert!(
+        ch.number("SELECT count() FROM osb_test.exchanges_bodies")
+            .await
+            > 0,
+        "the long bodies went to the bodies table"
+    );
     assert!(dump.contains("[REDACTED]"));
     assert_no_secret(dump.as_bytes(), "ClickHouse");
     assert_no_secret(&all_bytes_under(&gw.path("data")), "the data directory");

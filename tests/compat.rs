@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use osb_gateway::capture::CaptureRecord;
 use osb_gateway::config::ClickHouseConfig;
+use osb_gateway::store::clickhouse::bodies;
 use osb_gateway::store::clickhouse::schema::{self, COLUMNS};
 use osb_gateway::store::clickhouse::{ClickHouseReader, ClickHouseWriter};
 use osb_gateway::store::query::usage::{Fold, Usage, UsageQuery};
@@ -36,6 +37,9 @@ fn cfg(url: &str, table: &str) -> ClickHouseConfig {
         retention_days: Some(3650),
     }
 }
+
+/// A body long enough for the bodies table, the same in many records.
+const CATALOG: &str = "{\"services\":[{\"id\":\"svc-1\",\"name\":\"PostgreSQL \\\"größer\\\"\",\n\"plans\":[{\"id\":\"small\"},{\"id\":\"large\"}]}]}";
 
 /// Records with every field set and every search criterion spread: three
 /// brokers, three locations, two platforms, each operation, statuses from
@@ -138,13 +142,22 @@ fn records() -> Vec<CaptureRecord> {
                         "application/json; charset=ütf-8".into(),
                     )]
                 },
-                request_body: format!("{{\"plan_id\":\"p\",\"n\":{i}}}"),
+                // NB: long bodies go to the bodies table, short ones stay
+                // in the row: both kinds, repeated and unique.
+                request_body: if i % 4 == 1 {
+                    format!(
+                        "{{\"plan_id\":\"p\",\"n\":{i},\"parameters\":{{\"pad\":\"{}\"}}}}",
+                        "é\t".repeat(40)
+                    )
+                } else {
+                    format!("{{\"plan_id\":\"p\",\"n\":{i}}}")
+                },
                 request_body_size: 20,
                 request_body_truncated: i % 9 == 0,
-                response_body: if i % 3 == 0 {
-                    String::new()
-                } else {
-                    "{\"credentials\":\"[redacted]\"}".into()
+                response_body: match i % 3 {
+                    0 => String::new(),
+                    1 => "{\"credentials\":\"[redacted]\"}".into(),
+                    _ => CATALOG.into(),
                 },
                 response_body_size: 28,
                 response_body_truncated: false,
@@ -555,6 +568,19 @@ async fn the_same_batches_give_the_same_answers_on_18_16_and_on_todays_engine() 
     ] {
         assert_eq!(n, rows.len() as u64, "{what}: rows through FINAL");
     }
+    // Each long body stored once, replay included; short ones in the row.
+    let long: BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| [r.request_body.as_str(), r.response_body.as_str()])
+        .filter(|b| b.len() >= bodies::HASHED_FROM)
+        .collect();
+    assert!(long.len() > 20 && long.contains(CATALOG), "{}", long.len());
+    let sql = "SELECT count() FROM osb_compat.exchanges_bodies";
+    assert_eq!(old.number(sql).await, long.len() as u64, "18.16");
+    let n: u64 = query_text(&new.url(), sql).await.trim().parse().unwrap();
+    assert_eq!(n, long.len() as u64, "today");
+    let inline = "SELECT countIf(length(response_body) >= 64 OR length(request_body) >= 64) FROM osb_compat.exchanges";
+    assert_eq!(old.number(inline).await, 0, "no long body in a row");
 }
 
 #[tokio::test]
@@ -565,14 +591,21 @@ async fn a_table_made_by_an_older_gateway_is_migrated_on_both_engines() {
     // gateway left it.
     let older = schema::create_table_sql("osb_compat", "legacy")
         .replace("    ttfb_us UInt64,\n", "")
-        .replace("    error String,\n", "");
+        .replace("    error String,\n", "")
+        .replace(
+            ",\n    request_body_hash FixedString(16),\n    response_body_hash FixedString(16)",
+            "",
+        );
     assert!(!older.contains("ttfb_us") && !older.contains(" error "));
-    let legacy_row = "INSERT INTO osb_compat.legacy (id, received_at, received_at_us, broker, operation, status, instance_id) \
-                      VALUES ('00000000-0000-0000-0000-0000000000aa', toDateTime(1793490000), 1793490000000000, 'pg', 'PROVISION_INSTANCE', 500, 'i-legacy')";
+    assert!(!older.contains("body_hash"), "{older}");
+    // NB: its long body is in the row, as gateways before 2026-12 kept it.
+    let legacy_body = "l".repeat(100);
+    let legacy_row = format!("INSERT INTO osb_compat.legacy (id, received_at, received_at_us, broker, operation, status, instance_id, response_body) \
+                      VALUES ('00000000-0000-0000-0000-0000000000aa', toDateTime(1793490000), 1793490000000000, 'pg', 'PROVISION_INSTANCE', 500, 'i-legacy', '{legacy_body}')");
     for url in [old.url(), new.url()] {
         query_text(&url, "CREATE DATABASE osb_compat").await;
         query_text(&url, &older).await;
-        query_text(&url, legacy_row).await;
+        query_text(&url, &legacy_row).await;
     }
     let mut rows = records();
     rows.truncate(60);
@@ -586,6 +619,7 @@ async fn a_table_made_by_an_older_gateway_is_migrated_on_both_engines() {
         operation: "PROVISION_INSTANCE".into(),
         status: 500,
         instance_id: "i-legacy".into(),
+        response_body: legacy_body,
         ..Default::default()
     };
     legacy.outcome = String::new();

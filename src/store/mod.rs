@@ -2,7 +2,8 @@
 //! (`clickhouse/`: schema, writer, reader), or the embedded local store
 //! when no ClickHouse is configured (`local/`); the search criteria,
 //! cursors and instance rules both answer (`query/`); the segment-file
-//! format the local store and the capture spool share (`segments`).
+//! format the local store and the capture spool share (`segments`); the
+//! bodies both remember so a repeated one is stored once (`seen`).
 //!
 //! Arrows: `store` uses `config` only; `capture` writes through it, `admin`
 //! reads through [`LogStore`].
@@ -11,6 +12,7 @@ pub mod clickhouse;
 pub mod local;
 pub mod query;
 pub mod record;
+pub(crate) mod seen;
 pub mod segments;
 
 use std::path::PathBuf;

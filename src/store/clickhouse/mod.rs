@@ -1,8 +1,10 @@
-//! ClickHouse: the table's columns and DDL (`schema`), the batch writer
-//! (`writer`), the reader for searches (`reader`) and usage aggregates
-//! (`usage`), and what they share: how
+//! ClickHouse: the table's columns and DDL (`schema`), each body once by
+//! content hash (`bodies`), the batch writer (`writer`), the reader for
+//! searches (`reader`) and usage aggregates (`usage`), and what they
+//! share: how
 //! a client is made from the configuration and how errors are sorted.
 
+pub mod bodies;
 pub mod reader;
 pub mod schema;
 mod usage;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use clickhouse::Client;
 use uuid::Uuid;
 
+use super::bodies::{self, BodyRow};
 use super::not_created_yet;
 use super::schema::ExchangeRow;
 use crate::config::ClickHouseConfig;
@@ -21,6 +22,7 @@ use crate::store::{CaptureRecord, Latest, ReadError};
 pub struct ClickHouseReader {
     pub(super) client: Client,
     table: String,
+    bodies_table: String,
 }
 
 /// A query under construction: SQL text with `?` and the values to bind.
@@ -63,6 +65,7 @@ impl ClickHouseReader {
         ClickHouseReader {
             client: super::client(cfg),
             table: format!("{}.{}", cfg.database, cfg.table),
+            bodies_table: format!("{}.{}", cfg.database, bodies::table_name(&cfg.table)),
         }
     }
 
@@ -231,13 +234,68 @@ impl ClickHouseReader {
         // NB: a cursor, because a row type with a lifetime is read borrowed.
         let first = async {
             let mut rows = q.fetch::<ExchangeRow<'_>>()?;
-            Ok::<_, clickhouse::error::Error>(rows.next().await?.map(CaptureRecord::from))
+            Ok::<_, clickhouse::error::Error>(rows.next().await?.map(|row| {
+                let hashes = [row.request_body_hash, row.response_body_hash];
+                (CaptureRecord::from(row), hashes)
+            }))
         };
-        match first.await {
-            Ok(found) => Ok(found),
-            Err(e) if not_created_yet(&e) => Ok(None),
-            Err(e) => Err(format!("ClickHouse read failed: {e}")),
+        let (mut record, hashes) = match first.await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(None),
+            Err(e) if not_created_yet(&e) => return Ok(None),
+            Err(e) => return Err(format!("ClickHouse read failed: {e}")),
+        };
+        if hashes != [bodies::NO_HASH; 2] {
+            let found = self
+                .bodies(&hashes)
+                .await
+                .map_err(|e| format!("ClickHouse read of the bodies failed: {e}"))?;
+            for (h, (text, truncated)) in hashes.iter().zip([
+                (&mut record.request_body, &mut record.request_body_truncated),
+                (
+                    &mut record.response_body,
+                    &mut record.response_body_truncated,
+                ),
+            ]) {
+                if *h == bodies::NO_HASH {
+                    continue;
+                }
+                match found.iter().find(|b| b.0 == *h) {
+                    Some(b) => text.clone_from(&b.1),
+                    // NB: expired or lost: say the record lacks it.
+                    None => *truncated = true,
+                }
+            }
         }
+        Ok(Some(record))
+    }
+
+    /// The bodies stored under `hashes` (one row each, whichever copy).
+    async fn bodies(
+        &self,
+        hashes: &[[u8; 16]],
+    ) -> Result<Vec<([u8; 16], String)>, clickhouse::error::Error> {
+        let hex: Vec<String> = hashes
+            .iter()
+            .filter(|h| **h != bodies::NO_HASH)
+            .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        // NB: `hash IN (unhex(…))` keeps to the primary key on 18.16 and
+        // today (`has()` over hex strings would read the whole table).
+        let list = vec!["toFixedString(unhex(?), 16)"; hex.len()].join(", ");
+        let mut q = self.client.query(&format!(
+            "SELECT ?fields FROM {} WHERE hash IN ({list}) LIMIT 1 BY hash",
+            self.bodies_table
+        ));
+        for h in hex {
+            q = q.bind(h);
+        }
+        let mut rows = q.fetch::<BodyRow<'_>>()?;
+        let mut out = Vec::new();
+        while let Some(b) = rows.next().await? {
+            out.push((b.hash, b.body.into_owned()));
+        }
+        Ok(out)
     }
 
     pub(crate) async fn latest(

@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::bodies;
 use crate::store::CaptureRecord;
 
 /// Declares the table's columns once: `name: RustType => "ClickHouse type"`.
@@ -81,6 +82,11 @@ exchange_columns! {
     response_body: Cow<'a, str> => "String",
     response_body_size: u64 => "UInt64",
     response_body_truncated: u8 => "UInt8",
+    // NB: bodies of `bodies::HASHED_FROM` bytes or more are in the bodies
+    // table under this hash, and the text column is empty (zero: the text
+    // is in the row).
+    request_body_hash: [u8; 16] => "FixedString(16)",
+    response_body_hash: [u8; 16] => "FixedString(16)",
 }
 
 /// `CREATE TABLE` for the exchanges table (base schema, 18.16-compatible).
@@ -132,10 +138,12 @@ pub enum Change {
 }
 
 /// Every statement that creates the schema where it is missing, for any
-/// server version: the database and the table (base schema).
+/// server version: the database, the bodies table and the exchanges table
+/// (base schema).
 pub fn create_sql(database: &str, table: &str) -> Vec<String> {
     vec![
         format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        bodies::create_table_sql(database, table),
         create_table_sql(database, table),
     ]
 }
@@ -162,6 +170,15 @@ pub fn upgrade_sql(
             Change::Ttl(days),
             format!("ALTER TABLE {database}.{table} MODIFY TTL received_at + INTERVAL {days} DAY"),
         ));
+        // NB: a day longer than the records: see `bodies`.
+        out.push((
+            Change::Ttl(days + 1),
+            format!(
+                "ALTER TABLE {database}.{} MODIFY TTL stored_at + INTERVAL {} DAY",
+                bodies::table_name(table),
+                days + 1
+            ),
+        ));
     }
     out
 }
@@ -179,8 +196,14 @@ pub fn supports_ttl(version: (u32, u32)) -> bool {
 
 // === impl ExchangeRow ===
 
-impl<'a> From<&'a CaptureRecord> for ExchangeRow<'a> {
-    fn from(r: &'a CaptureRecord) -> Self {
+impl<'a> ExchangeRow<'a> {
+    /// The row of `r` whose bodies with a hash in `hashes` (request,
+    /// response; [`bodies::NO_HASH`]: none) are in the bodies table.
+    pub fn new(r: &'a CaptureRecord, hashes: [[u8; 16]; 2]) -> Self {
+        let body = |s: &'a String, h: [u8; 16]| match h == bodies::NO_HASH {
+            true => Cow::Borrowed(s.as_str()),
+            false => Cow::Borrowed(""),
+        };
         let split = |h: &'a [(String, String)]| -> (Vec<Cow<'a, str>>, Vec<Cow<'a, str>>) {
             h.iter()
                 .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
@@ -226,16 +249,20 @@ impl<'a> From<&'a CaptureRecord> for ExchangeRow<'a> {
             request_header_values: qv,
             response_header_names: sn,
             response_header_values: sv,
-            request_body: b(&r.request_body),
+            request_body: body(&r.request_body, hashes[0]),
             request_body_size: r.request_body_size,
             request_body_truncated: r.request_body_truncated as u8,
-            response_body: b(&r.response_body),
+            response_body: body(&r.response_body, hashes[1]),
             response_body_size: r.response_body_size,
             response_body_truncated: r.response_body_truncated as u8,
+            request_body_hash: hashes[0],
+            response_body_hash: hashes[1],
         }
     }
 }
 
+/// The record of a row, its hashed bodies still empty (the reader fills
+/// them from the bodies table).
 impl From<ExchangeRow<'_>> for CaptureRecord {
     fn from(r: ExchangeRow<'_>) -> Self {
         // NB: destructured without `..`: a new column does not compile
@@ -283,6 +310,8 @@ impl From<ExchangeRow<'_>> for CaptureRecord {
             response_body,
             response_body_size,
             response_body_truncated,
+            request_body_hash: _,
+            response_body_hash: _,
         } = r;
         let zip = |n: Vec<Cow<'_, str>>, v: Vec<Cow<'_, str>>| {
             n.into_iter()
@@ -352,7 +381,7 @@ mod tests {
             "{ddl}"
         );
         assert!(
-            ddl.contains("response_body_truncated UInt8\n) ENGINE = ReplacingMergeTree()"),
+            ddl.contains("response_body_hash FixedString(16)\n) ENGINE = ReplacingMergeTree()"),
             "{ddl}"
         );
     }
@@ -363,9 +392,16 @@ mod tests {
         r.request_headers = vec![("x-a".into(), "1".into()), ("x-b".into(), "2".into())];
         r.accepts_incomplete = true;
         r.response_body_truncated = true;
-        let row = ExchangeRow::from(&r);
+        let row = ExchangeRow::new(&r, [bodies::NO_HASH; 2]);
         assert_eq!(row.received_at, 1_700_000_000);
         assert_eq!(CaptureRecord::from(row), r);
+        r.response_body = "x".repeat(100);
+        let row = ExchangeRow::new(&r, [bodies::NO_HASH, [7; 16]]);
+        assert_eq!(
+            (row.response_body.as_ref(), row.response_body_hash),
+            ("", [7; 16]),
+            "a hashed body is not in the row"
+        );
     }
 
     #[test]
@@ -399,10 +435,16 @@ mod tests {
         assert!(upgrade_sql((18, 16), "db", "t", &all, Some(30)).is_empty());
         assert_eq!(
             upgrade_sql((26, 9), "db", "t", &all, Some(30)),
-            [(
-                Change::Ttl(30),
-                "ALTER TABLE db.t MODIFY TTL received_at + INTERVAL 30 DAY".to_string()
-            )]
+            [
+                (
+                    Change::Ttl(30),
+                    "ALTER TABLE db.t MODIFY TTL received_at + INTERVAL 30 DAY".to_string()
+                ),
+                (
+                    Change::Ttl(31),
+                    "ALTER TABLE db.t_bodies MODIFY TTL stored_at + INTERVAL 31 DAY".to_string()
+                )
+            ]
         );
         assert!(upgrade_sql((26, 9), "db", "t", &all, None).is_empty());
     }

@@ -1,6 +1,7 @@
-//! The ClickHouse writer: schema at start (see `schema`), one
-//! `INSERT ... FORMAT RowBinary` per batch through the `clickhouse` crate,
-//! errors sorted into retryable and bad data (see `classify`).
+//! The ClickHouse writer: schema at start (see `schema`), per batch one
+//! `INSERT ... FORMAT RowBinary` of the bodies not stored lately (see
+//! `bodies`) and one of the rows, through the `clickhouse` crate, errors
+//! sorted into retryable and bad data (see `classify`).
 //!
 //! The crate's `Inserter` is not used: it streams rows as it goes and cannot
 //! resend a failed batch. Each batch is a fresh `insert()` kept by the
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use clickhouse::Client;
 
+use super::bodies::{self, BodyRow, Stored};
 use super::schema::{create_sql, parse_version, supports_ttl, upgrade_sql, Change, ExchangeRow};
 use super::{classify, exception_code, MISSING_SCHEMA_CODES, SCHEMA_BEHIND_CODES};
 use crate::config::ClickHouseConfig;
@@ -23,6 +25,7 @@ pub struct ClickHouseWriter {
     table: String,
     retention_days: Option<u32>,
     schema_ready: bool,
+    stored: Stored,
 }
 
 impl ClickHouseWriter {
@@ -34,6 +37,7 @@ impl ClickHouseWriter {
             table: cfg.table.clone(),
             retention_days: cfg.retention_days,
             schema_ready: false,
+            stored: Stored::default(),
         }
     }
 
@@ -104,7 +108,23 @@ impl ClickHouseWriter {
         if !self.schema_ready {
             self.ensure_schema().await?;
         }
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32);
+        let plan = self.stored.plan(rows, now_s);
+        let bodies_table = format!("{}.{}", self.database, bodies::table_name(&self.table));
         let result = async {
+            // NB: the bodies first: a row never names a body not stored.
+            if !plan.new.is_empty() {
+                let mut ins = self
+                    .client
+                    .insert_unescaped::<BodyRow<'_>>(&bodies_table)
+                    .await?;
+                for b in &plan.new {
+                    ins.write(b).await?;
+                }
+                ins.end().await?;
+            }
             let mut ins = self
                 .client
                 // NB: `insert()` would quote "db.table" as one identifier;
@@ -113,23 +133,31 @@ impl ClickHouseWriter {
                 .await?;
             // NB: no yields needed here: the pipeline has a thread and a
             // runtime of its own (capture::CaptureHandle::start).
-            for r in rows {
-                ins.write(&ExchangeRow::from(&**r)).await?;
+            for (r, h) in rows.iter().zip(&plan.hashes) {
+                ins.write(&ExchangeRow::new(r, *h)).await?;
             }
             ins.end().await
         }
         .await;
-        result.map_err(|e| {
-            let err = classify(e);
-            if let SinkError::Retryable(msg) = &err {
-                if exception_code(msg).is_some_and(|c| {
-                    MISSING_SCHEMA_CODES.contains(&c) || SCHEMA_BEHIND_CODES.contains(&c)
-                }) {
-                    self.schema_ready = false;
-                }
+        match result {
+            Ok(()) => {
+                self.stored.stored(plan, rows);
+                Ok(())
             }
-            err
-        })
+            Err(e) => {
+                let err = classify(e);
+                if let SinkError::Retryable(msg) = &err {
+                    if exception_code(msg).is_some_and(|c| {
+                        MISSING_SCHEMA_CODES.contains(&c) || SCHEMA_BEHIND_CODES.contains(&c)
+                    }) {
+                        // NB: a table dropped or re-created lost its bodies.
+                        self.schema_ready = false;
+                        self.stored.forget();
+                    }
+                }
+                Err(err)
+            }
+        }
     }
 
     /// `SELECT 1`.

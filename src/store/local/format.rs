@@ -14,9 +14,8 @@
 //!
 //! Numbers start again in every segment, and segments are deleted whole, so
 //! a record never outlives its bodies. The writer remembers the bodies of
-//! the open segment by CRC-32 and length and compares them byte for byte
-//! before it refers to one, so a collision (or a crafted body) costs a
-//! second copy, never somebody else's body.
+//! the open segment as [`crate::store::seen`] does (a collision costs a
+//! second copy, never somebody else's body).
 //!
 //! Why: a platform fetches the same catalog thousands of times. Written
 //! inline and escaped as a JSON string, each 4 KB catalog record took
@@ -29,6 +28,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::store::record::body;
+use crate::store::seen::{self, Seen, Side};
 use crate::store::segments::{FrameWriter, Segments};
 use crate::store::CaptureRecord;
 
@@ -44,31 +44,23 @@ pub const NONE: u32 = u32::MAX;
 const MAX_REMEMBERED: usize = 4096;
 const MAX_REMEMBERED_BYTES: usize = 8 << 20;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Request,
-    Response,
-}
-
-impl Side {
-    fn of(self, r: &CaptureRecord) -> &str {
-        match self {
-            Side::Request => &r.request_body,
-            Side::Response => &r.response_body,
-        }
-    }
-}
-
 /// The bodies written into the open segment.
-#[derive(Default)]
 pub(crate) struct Bodies {
     /// The segment they are in (`None`: none yet).
     segment: Option<u64>,
     next: u32,
-    /// (CRC-32, length) → its number, and the record that has it (to
-    /// compare bytes without a copy of the body).
-    seen: HashMap<(u32, usize), (u32, Arc<CaptureRecord>, Side)>,
-    held: usize,
+    /// Each body's number.
+    seen: Seen<u32>,
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Bodies {
+            segment: None,
+            next: 0,
+            seen: Seen::new(MAX_REMEMBERED, MAX_REMEMBERED_BYTES),
+        }
+    }
 }
 
 impl Bodies {
@@ -126,23 +118,14 @@ impl Bodies {
         if text.is_empty() {
             return Ok(NONE);
         }
-        let key = (crc32fast::hash(text.as_bytes()), text.len());
-        if let Some((n, holder, s)) = self.seen.get(&key) {
-            if s.of(holder) == text {
-                return Ok(*n);
-            }
+        let key = seen::key(text);
+        if let Some(n) = self.seen.get(key, text) {
+            return Ok(*n);
         }
         let n = self.next;
         self.next += 1;
         w.frame(&[&[BODY], &n.to_le_bytes(), text.as_bytes()])?;
-        if self.seen.len() >= MAX_REMEMBERED || self.held + text.len() > MAX_REMEMBERED_BYTES {
-            self.seen.clear();
-            self.held = 0;
-        }
-        self.held += text.len();
-        if let Some((_, old, s)) = self.seen.insert(key, (n, r.clone(), side)) {
-            self.held -= s.of(&old).len();
-        }
+        self.seen.remember(key, n, r, side);
         Ok(n)
     }
 }
@@ -275,9 +258,7 @@ mod tests {
         let c = rec("", "second");
         write_all(&mut segs, &mut bodies, std::slice::from_ref(&c));
         let d = rec("", "secont");
-        let c_key = (crc32fast::hash(b"second"), 6);
-        let entry = bodies.seen.remove(&c_key).unwrap();
-        bodies.seen.insert((crc32fast::hash(b"secont"), 6), entry);
+        bodies.seen.rekey(seen::key("second"), seen::key("secont"));
         write_all(&mut segs, &mut bodies, std::slice::from_ref(&d));
         let back = decode(
             &segments::read(&segs.all().unwrap()[1].path)
