@@ -310,12 +310,8 @@ fn record_encoding(c: &mut Criterion) {
         .unwrap();
     let addr = rt.block_on(sink());
     let mut writer = ClickHouseWriter::new(&ClickHouseConfig {
-        url: format!("http://{addr}"),
         database: "bench".into(),
-        table: "exchanges".into(),
-        user: "default".into(),
-        password: None,
-        retention_days: None,
+        ..ClickHouseConfig::single(&format!("http://{addr}"))
     });
     let rows = batch(1000);
     let bytes: usize = rows

@@ -27,14 +27,12 @@ const BASE_US: i64 = 1_793_490_600_000_000;
 
 fn cfg(url: &str, table: &str) -> ClickHouseConfig {
     ClickHouseConfig {
-        url: url.to_string(),
         database: "osb_compat".into(),
         table: table.into(),
-        user: "default".into(),
-        password: None,
         // NB: long enough that no record here is expired by a merge on
         // the engine that has TTLs.
         retention_days: Some(3650),
+        ..ClickHouseConfig::single(url)
     }
 }
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use super::duration::opt_duration;
 use super::file::{AdminFile, CaptureFile, GatewayFile};
 use super::{
-    AdminConfig, AdminToken, CaptureConfig, ClickHouseConfig, ConfigError, ConfigErrors,
-    ConnectionLimits, GatewayConfig, LocalStoreConfig, LogFormat, Mode, PoolSettings,
-    RegistrySource, SecretKey, Timeouts, TlsFiles, TokenScope, SECRET_KEY_ENV,
+    AdminConfig, AdminToken, CaptureConfig, ConfigError, ConfigErrors, ConnectionLimits,
+    GatewayConfig, LocalStoreConfig, LogFormat, Mode, PoolSettings, RegistrySource, SecretKey,
+    Timeouts, TlsFiles, TokenScope, SECRET_KEY_ENV,
 };
 
 /// The problems found so far.
@@ -22,16 +22,16 @@ pub(crate) struct Checks(Vec<ConfigError>);
 
 impl Checks {
     /// The value, or `None` after noting why it is refused.
-    fn ok<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+    pub(super) fn ok<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
         r.map_err(|e| self.0.push(e)).ok()
     }
 
     /// The value, or `fallback` after noting why it is refused.
-    fn or<T>(&mut self, r: Result<T, ConfigError>, fallback: T) -> T {
+    pub(super) fn or<T>(&mut self, r: Result<T, ConfigError>, fallback: T) -> T {
         self.ok(r).unwrap_or(fallback)
     }
 
-    fn push(&mut self, e: ConfigError) {
+    pub(super) fn push(&mut self, e: ConfigError) {
         self.0.push(e);
     }
 }
@@ -153,7 +153,7 @@ fn token(
     })
 }
 
-fn sql_name(field: &str, v: &str) -> Result<String, ConfigError> {
+pub(super) fn sql_name(field: &str, v: &str) -> Result<String, ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 64
         && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -187,51 +187,7 @@ impl CaptureFile {
     ) -> CaptureConfig {
         let d = CaptureConfig::default();
         let to_clickhouse = self.clickhouse.is_some();
-        let clickhouse = self.clickhouse.map(|ch| {
-            let url = ch.url.unwrap_or_else(|| "http://127.0.0.1:8123".into());
-            let parsed: Option<http::Uri> = c.ok(url
-                .parse()
-                .map_err(|_| ConfigError::new("capture.clickhouse.url", &url, "not a URL")));
-            if let Some(parsed) = parsed {
-                if !matches!(parsed.scheme_str(), Some("http") | Some("https"))
-                    || parsed.host().is_none()
-                {
-                    c.push(ConfigError::new(
-                        "capture.clickhouse.url",
-                        &url,
-                        "expected http(s)://host:port",
-                    ));
-                }
-            }
-            let password = ch.password.as_ref().and_then(|text| {
-                let sc = super::secret::SecretContext {
-                    key: None,
-                    development_mode: mode.is_development(),
-                    base_dir: base,
-                    env,
-                };
-                c.ok(sc.resolve(text).map_err(|r| {
-                    ConfigError::new(
-                        "capture.clickhouse.password",
-                        super::secret::SecretSource::parse(text).masked(),
-                        r,
-                    )
-                }))
-            });
-            let database = ch.database.as_deref().unwrap_or("osb_gateway");
-            let table = ch.table.as_deref().unwrap_or("exchanges");
-            ClickHouseConfig {
-                database: c.or(
-                    sql_name("capture.clickhouse.database", database),
-                    String::new(),
-                ),
-                table: c.or(sql_name("capture.clickhouse.table", table), String::new()),
-                url,
-                user: ch.user.unwrap_or_else(|| "default".into()),
-                password,
-                retention_days: ch.retention_days,
-            }
-        });
+        let clickhouse = self.clickhouse.map(|ch| ch.validate(mode, base, env, c));
         for (i, h) in self.secret_headers.iter().enumerate() {
             if http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 c.push(ConfigError::new(

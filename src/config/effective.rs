@@ -66,13 +66,23 @@ impl GatewayConfig {
             },
         });
         if let Some(ch) = &c.clickhouse {
-            let mut v = json!({
-                "url": super::mask_userinfo(&ch.url),
-                "database": ch.database,
-                "table": ch.table,
-                "user": ch.user,
-                "password": if ch.password.is_some() { MASK } else { "" },
-            });
+            let mut v = match (&ch.cluster, ch.urls.as_slice()) {
+                (None, [url]) => json!({"url": super::mask_userinfo(url)}),
+                (cluster, urls) => json!({
+                    "urls": urls.iter().map(|u| super::mask_userinfo(u)).collect::<Vec<_>>(),
+                    "cluster": cluster,
+                    "failover_after": dur(ch.failover_after),
+                }),
+            };
+            extend(
+                &mut v,
+                json!({
+                    "database": ch.database,
+                    "table": ch.table,
+                    "user": ch.user,
+                    "password": if ch.password.is_some() { MASK } else { "" },
+                }),
+            );
             if let Some(days) = ch.retention_days {
                 extend(&mut v, json!({"retention_days": days}));
             }

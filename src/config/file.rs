@@ -123,8 +123,15 @@ pub struct CaptureFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseFile {
-    /// HTTP URL (default `http://127.0.0.1:8123`).
+    /// HTTP URL of one server (default `http://127.0.0.1:8123`).
     pub url: Option<String>,
+    /// HTTP URLs of a cluster's nodes, tried in order (instead of `url`).
+    pub urls: Option<Vec<String>>,
+    /// The cluster the tables live on (`ON CLUSTER`, replicated and
+    /// `Distributed` tables); needed with several `urls`.
+    pub cluster: Option<String>,
+    /// A node silent this long is left for the next (default 5s).
+    pub failover_after: Option<String>,
     /// Database (default `osb_gateway`).
     pub database: Option<String>,
     /// Table (default `exchanges`).

@@ -8,6 +8,7 @@
 
 pub mod addresses;
 mod check;
+pub mod clickhouse;
 pub mod credentials;
 pub mod duration;
 mod effective;
@@ -17,6 +18,7 @@ pub mod position;
 pub mod secret;
 
 pub use addresses::AddressPolicy;
+pub use clickhouse::ClickHouseConfig;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -273,23 +275,6 @@ impl Default for CaptureConfig {
             local: LocalStoreConfig::default(),
         }
     }
-}
-
-/// `[capture.clickhouse]`
-#[derive(Debug, Clone)]
-pub struct ClickHouseConfig {
-    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
-    pub url: String,
-    /// Database (created when missing).
-    pub database: String,
-    /// Table (created when missing).
-    pub table: String,
-    /// User.
-    pub user: String,
-    /// Password, if any.
-    pub password: Option<Secret>,
-    /// Retention applied as a TTL on servers that support it (19.6+).
-    pub retention_days: Option<u32>,
 }
 
 /// How many connections the listeners keep, and for how long idle ones

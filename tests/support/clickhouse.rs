@@ -15,6 +15,7 @@ use tempfile::TempDir;
 pub struct ClickHouse {
     dir: TempDir,
     pub http_port: u16,
+    pub tcp_port: u16,
     child: Option<Child>,
 }
 
@@ -22,7 +23,7 @@ pub struct ClickHouse {
 /// lies inside that range, so after a stop the kernel may hand it to some
 /// outgoing connection as its source port, and the restart fails with
 /// "Address already in use".
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use rand::Rng as _;
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -82,8 +83,14 @@ fn server_command(config: &std::path::Path) -> Command {
 impl ClickHouse {
     /// Starts a server and waits until it answers.
     pub async fn start() -> ClickHouse {
+        Self::start_with(free_port(), free_port(), "").await
+    }
+
+    /// Starts a server on these ports with `extra` in its `config.xml`
+    /// (a cluster's settings: `support::cluster`), and waits until it
+    /// answers.
+    pub async fn start_with(http_port: u16, tcp_port: u16, extra: &str) -> ClickHouse {
         let dir = tempfile::tempdir().unwrap();
-        let (http_port, tcp_port) = (free_port(), free_port());
         let d = dir.path().display();
         std::fs::write(
             dir.path().join("config.xml"),
@@ -104,6 +111,7 @@ impl ClickHouse {
     <mark_cache_size>67108864</mark_cache_size>
     <uncompressed_cache_size>67108864</uncompressed_cache_size>
     <max_concurrent_queries>100</max_concurrent_queries>
+{extra}
 </yandex>
 "#
             ),
@@ -123,6 +131,7 @@ impl ClickHouse {
         let mut ch = ClickHouse {
             dir,
             http_port,
+            tcp_port,
             child: None,
         };
         ch.run().await;

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod chdb;
 pub mod clickhouse;
 pub mod client;
+pub mod cluster;
 pub mod gateway;
 pub mod tls;
 

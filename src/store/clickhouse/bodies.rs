@@ -65,10 +65,18 @@ pub fn table_name(table: &str) -> String {
 
 /// `CREATE TABLE` of the bodies table (18.16-compatible).
 pub fn create_table_sql(database: &str, table: &str) -> String {
+    table_sql(
+        &format!("{database}.{}", table_name(table)),
+        "ReplacingMergeTree(stored_at)",
+    )
+}
+
+/// `CREATE TABLE` of the bodies columns as `target` (`db.t`, maybe with
+/// `ON CLUSTER c`) with `engine`.
+pub(super) fn table_sql(target: &str, engine: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {database}.{} (\n    hash FixedString(16),\n    stored_at DateTime,\n    body String\n) \
-         ENGINE = ReplacingMergeTree(stored_at)\nPARTITION BY toYYYYMM(stored_at)\nORDER BY hash",
-        table_name(table)
+        "CREATE TABLE IF NOT EXISTS {target} (\n    hash FixedString(16),\n    stored_at DateTime,\n    body String\n) \
+         ENGINE = {engine}\nPARTITION BY toYYYYMM(stored_at)\nORDER BY hash"
     )
 }
 

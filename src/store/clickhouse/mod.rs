@@ -1,10 +1,13 @@
 //! ClickHouse: the table's columns and DDL (`schema`), each body once by
-//! content hash (`bodies`), the batch writer (`writer`), the reader for
-//! searches (`reader`) and usage aggregates (`usage`), and what they
-//! share: how
+//! content hash (`bodies`), the tables on a cluster (`cluster`), the
+//! batch writer (`writer`), the reader for searches (`reader`) and usage
+//! aggregates (`usage`), and what they share: the nodes and failover
+//! between them (`nodes`), how
 //! a client is made from the configuration and how errors are sorted.
 
 pub mod bodies;
+pub mod cluster;
+mod nodes;
 pub mod reader;
 pub mod schema;
 mod usage;
@@ -18,17 +21,32 @@ pub use writer::ClickHouseWriter;
 use super::SinkError;
 use crate::config::ClickHouseConfig;
 
-/// A client for the configured server, as writer and reader both use it.
-fn client(cfg: &ClickHouseConfig) -> Client {
+/// A client for the node at `url`, as writer and reader both use it.
+fn client(cfg: &ClickHouseConfig, url: &str) -> Client {
     let mut client = Client::default()
-        .with_url(cfg.url.as_str())
+        .with_url(url)
         .with_user(cfg.user.as_str())
         // NB: 18.16 cannot answer the metadata query that validation needs.
         .with_validation(false);
     if let Some(p) = &cfg.password {
         client = client.with_password(p.expose());
     }
+    if cfg.cluster.is_some() {
+        // NB: an insert into a Distributed table is acknowledged once a
+        // replica of each shard has it, not when queued on the node.
+        client = client.with_setting("insert_distributed_sync", "1");
+    }
     client
+}
+
+/// Each node of `cfg` with `make(client)` for it.
+fn nodes<N>(cfg: &ClickHouseConfig, make: impl Fn(Client) -> N) -> nodes::Nodes<N> {
+    let list = cfg
+        .urls
+        .iter()
+        .map(|u| (crate::config::mask_userinfo(u), make(client(cfg, u))))
+        .collect();
+    nodes::Nodes::new(list, cfg.failover_after)
 }
 
 /// ClickHouse error codes that mean "this data or schema is wrong": retrying

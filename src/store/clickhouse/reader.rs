@@ -9,17 +9,62 @@ use clickhouse::Client;
 use uuid::Uuid;
 
 use super::bodies::{self, BodyRow};
+use super::nodes::Nodes;
 use super::not_created_yet;
 use super::schema::ExchangeRow;
 use crate::config::ClickHouseConfig;
+use crate::store::query::usage::{Usage, UsageQuery};
 use crate::store::query::{
     self, Order, Page, Search, Summary, INSTANCE_OPERATIONS, INSTANCE_POLL, REFUSED, ROUTED_REFUSAL,
 };
 use crate::store::{CaptureRecord, Latest, ReadError};
 
-/// Reads the exchanges table. Every value is bound with `?` (the crate
-/// escapes it); table and database names are validated `[A-Za-z0-9_]`.
+/// Reads the exchanges table through the first node that answers (see
+/// `nodes`).
 pub struct ClickHouseReader {
+    nodes: Nodes<NodeReader>,
+}
+
+impl ClickHouseReader {
+    /// A reader for the configured table.
+    pub fn new(cfg: &ClickHouseConfig) -> Self {
+        let bodies_table = format!("{}.{}", cfg.database, bodies::table_name(&cfg.table));
+        ClickHouseReader {
+            nodes: super::nodes(cfg, |client| NodeReader {
+                client,
+                table: format!("{}.{}", cfg.database, cfg.table),
+                bodies_table: bodies_table.clone(),
+            }),
+        }
+    }
+
+    pub(crate) async fn search(&self, s: &Search) -> Result<Page, ReadError> {
+        self.nodes.first("reads", |n| n.search(s)).await
+    }
+
+    pub(crate) async fn get(&self, id: Uuid) -> Result<Option<CaptureRecord>, ReadError> {
+        self.nodes.first("reads", |n| n.get(id)).await
+    }
+
+    pub(crate) async fn latest(
+        &self,
+        broker: Option<String>,
+        customer: Option<String>,
+    ) -> Result<Latest, ReadError> {
+        self.nodes
+            .first("reads", |n| n.latest(broker.clone(), customer.clone()))
+            .await
+    }
+
+    pub(crate) async fn usage(&self, q: &UsageQuery) -> Result<Usage, ReadError> {
+        self.nodes.first("reads", |n| n.usage(q)).await
+    }
+}
+
+/// Reads the exchanges table on one node. Every value is bound with `?`
+/// (the crate escapes it); table and database names are validated
+/// `[A-Za-z0-9_]`.
+pub(super) struct NodeReader {
     pub(super) client: Client,
     table: String,
     bodies_table: String,
@@ -59,16 +104,7 @@ impl Sql {
     }
 }
 
-impl ClickHouseReader {
-    /// A reader for the configured table.
-    pub fn new(cfg: &ClickHouseConfig) -> Self {
-        ClickHouseReader {
-            client: super::client(cfg),
-            table: format!("{}.{}", cfg.database, cfg.table),
-            bodies_table: format!("{}.{}", cfg.database, bodies::table_name(&cfg.table)),
-        }
-    }
-
+impl NodeReader {
     pub(super) fn where_filter(&self, columns: &str, final_: bool, f: &query::Filter) -> Sql {
         let fin = if final_ { " FINAL" } else { "" };
         let mut sql = Sql {

@@ -91,12 +91,18 @@ exchange_columns! {
 
 /// `CREATE TABLE` for the exchanges table (base schema, 18.16-compatible).
 pub fn create_table_sql(database: &str, table: &str) -> String {
+    table_sql(&format!("{database}.{table}"), "ReplacingMergeTree()")
+}
+
+/// `CREATE TABLE` of the exchanges columns as `target` (`db.t`, maybe
+/// with `ON CLUSTER c`) with `engine`.
+pub(super) fn table_sql(target: &str, engine: &str) -> String {
     let columns: Vec<String> = COLUMNS
         .iter()
         .map(|(name, ty)| format!("    {name} {ty}"))
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {database}.{table} (\n{}\n) ENGINE = ReplacingMergeTree()\n\
+        "CREATE TABLE IF NOT EXISTS {target} (\n{}\n) ENGINE = {engine}\n\
          PARTITION BY toYYYYMM(received_at)\nORDER BY (broker, received_at, id)",
         columns.join(",\n")
     )
@@ -111,6 +117,11 @@ pub fn migration_sql(
     table: &str,
     existing: &[String],
 ) -> Vec<(&'static str, String)> {
+    alter_sql(&format!("{database}.{table}"), existing)
+}
+
+/// [`migration_sql`] for `target` (`db.t`, maybe with `ON CLUSTER c`).
+pub(super) fn alter_sql(target: &str, existing: &[String]) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     for (i, (name, ty)) in COLUMNS.iter().enumerate() {
         if existing.iter().any(|e| e == name) {
@@ -122,7 +133,7 @@ pub fn migration_sql(
         };
         out.push((
             *name,
-            format!("ALTER TABLE {database}.{table} ADD COLUMN {name} {ty}{place}"),
+            format!("ALTER TABLE {target} ADD COLUMN {name} {ty}{place}"),
         ));
     }
     out

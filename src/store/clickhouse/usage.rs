@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use super::not_created_yet;
-use super::reader::ClickHouseReader;
+use super::reader::NodeReader;
 use crate::store::query::usage::{
     sort_operations, LatencyPoint, OperationUsage, PlanUsage, SeriesPoint, Stats, Usage,
     UsageQuery, LEVELS,
@@ -56,7 +56,7 @@ impl From<&StatsRow> for Stats {
     }
 }
 
-impl ClickHouseReader {
+impl NodeReader {
     /// Usage over `q`'s range, computed in ClickHouse.
     pub(crate) async fn usage(&self, q: &UsageQuery) -> Result<Usage, ReadError> {
         let b = q.bucket_us.max(1);

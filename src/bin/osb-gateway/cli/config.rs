@@ -91,8 +91,16 @@ fn check(file: &std::path::Path) -> ExitCode {
     match (&cfg.capture.clickhouse, cfg.capture.enabled) {
         (_, false) => println!("capture: off"),
         (Some(ch), true) => println!(
-            "capture: ClickHouse {} {}.{} (spool under {})",
-            ch.url,
+            "capture: ClickHouse {}{} {}.{} (spool under {})",
+            ch.urls
+                .iter()
+                .map(|u| osb_gateway::config::mask_userinfo(u))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ch.cluster
+                .as_deref()
+                .map(|c| format!(" (cluster {c})"))
+                .unwrap_or_default(),
             ch.database,
             ch.table,
             cfg.data_dir.display()

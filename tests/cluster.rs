@@ -1,0 +1,309 @@
+//! Scaling out on a real cluster on loopback: ZooKeeper and two
+//! `clickhouse-server` replicas of one shard (`support::cluster`), the
+//! gateway's own DDL (`ON CLUSTER`, replicated and `Distributed` tables),
+//! inserts that fail over between the nodes under load while one replica
+//! is hung and then killed, and reads through the cluster meanwhile.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Request;
+use http_body_util::BodyExt;
+use osb_gateway::capture::CaptureRecord;
+use osb_gateway::config::ClickHouseConfig;
+use osb_gateway::store::clickhouse::{ClickHouseReader, ClickHouseWriter};
+use osb_gateway::store::query::{Filter, Order, Search};
+use osb_gateway::store::LogStore;
+use support::broker::{answer, Broker};
+use support::clickhouse::query_at;
+use support::client::{self, platform};
+use support::cluster::{Cluster, CLUSTER};
+use support::gateway::{Options, TestGateway};
+use support::{eventually, within};
+
+/// A catalog long enough for the bodies table.
+const CATALOG: &str = r#"{"services":[{"id":"svc-1","name":"pg","description":"PostgreSQL on the cluster","bindable":true,"plans":[{"id":"small","name":"small","description":"one node"}]}]}"#;
+
+fn registry(url: &str) -> String {
+    format!(
+        r#"locations = ["eu"]
+
+[[platforms]]
+id = "cf-eu"
+customer = "acme"
+username = "cf-eu"
+password_hash = "{{HASH}}"
+locations = ["eu"]
+
+[[brokers]]
+id = "pg"
+owner = "acme"
+[brokers.private]
+endpoint = "{url}"
+username = "u"
+password = "env:BROKER_PW"
+development_mode = true
+"#
+    )
+}
+
+fn ch_cfg(urls: &[String]) -> ClickHouseConfig {
+    ClickHouseConfig {
+        urls: urls.to_vec(),
+        cluster: Some(CLUSTER.into()),
+        failover_after: Duration::from_secs(2),
+        database: "osb_cluster".into(),
+        ..ClickHouseConfig::default()
+    }
+}
+
+fn capture_tables(urls: &[String]) -> String {
+    let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "\n[capture]\nflush_interval = \"100ms\"\nretry_initial_backoff = \"100ms\"\nretry_max_backoff = \"400ms\"\n\
+         insert_timeout = \"10s\"\n[capture.clickhouse]\nurls = [{}]\ncluster = \"{CLUSTER}\"\n\
+         failover_after = \"2s\"\ndatabase = \"osb_cluster\"\ntable = \"exchanges\"\n",
+        list.join(", ")
+    )
+}
+
+/// Catalog requests from `conc` loops until `stop`; counts the answers.
+fn steady_load(
+    gw: &TestGateway,
+    conc: usize,
+    stop: Arc<AtomicBool>,
+) -> (Arc<AtomicUsize>, Vec<tokio::task::JoinHandle<()>>) {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..conc)
+        .map(|_| {
+            let (url, stop, answered) = (
+                gw.url("/private/pg/v2/catalog"),
+                stop.clone(),
+                answered.clone(),
+            );
+            tokio::spawn(async move {
+                let client = client::plain();
+                while !stop.load(SeqCst) {
+                    let req = Request::get(&url)
+                        .header("authorization", platform("cf-eu"))
+                        .header("x-broker-api-version", "2.17")
+                        .body(client::empty())
+                        .unwrap();
+                    let resp = client.request(req).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let _ = resp.into_body().collect().await;
+                    answered.fetch_add(1, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    (answered, tasks)
+}
+
+async fn number(url: &str, sql: &str) -> Option<u64> {
+    let client = client::plain();
+    let req = Request::post(url)
+        .body(client::bytes(sql.to_string()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8_lossy(&body).trim().parse().ok()
+}
+
+/// (records through FINAL, distinct ids) on the node at `url`.
+async fn counts(url: &str) -> (u64, u64) {
+    let all = number(url, "SELECT count() FROM osb_cluster.exchanges FINAL")
+        .await
+        .unwrap_or(0);
+    let ids = number(url, "SELECT uniqExact(id) FROM osb_cluster.exchanges")
+        .await
+        .unwrap_or(0);
+    (all, ids)
+}
+
+async fn one_page(store: &LogStore) -> usize {
+    let s = Search {
+        filter: Filter {
+            broker: Some("pg".into()),
+            ..Filter::default()
+        },
+        order: Order::NewestFirst,
+        limit: 5,
+        cursor: None,
+    };
+    store
+        .search(&s)
+        .await
+        .expect("a search through the cluster")
+        .records
+        .len()
+}
+
+#[tokio::test]
+async fn a_replica_hung_then_killed_under_load_loses_and_duplicates_nothing() {
+    let mut cluster = Cluster::start().await;
+    let urls = cluster.urls();
+    let b = Broker::http(answer(200, CATALOG)).await;
+    let mut gw = TestGateway::start(
+        &registry(&b.url("")),
+        Options {
+            top: "instance = \"gw-a\"\n".into(),
+            tables: capture_tables(&urls),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, tasks) = steady_load(&gw, 8, stop.clone());
+    // The gateway made the tables, on both nodes, and writes to node 0.
+    eventually(30, "records on both replicas", || async {
+        counts(&urls[0]).await.0 > 50 && counts(&urls[1]).await.0 > 50
+    })
+    .await;
+    for url in &urls {
+        let engine = query_at(url, "SELECT engine FROM system.tables WHERE database = 'osb_cluster' ORDER BY name FORMAT TabSeparated").await;
+        assert_eq!(
+            engine.lines().collect::<Vec<_>>(),
+            [
+                "Distributed",
+                "Distributed",
+                "ReplicatedReplacingMergeTree",
+                "ReplicatedReplacingMergeTree"
+            ],
+            "{url}: exchanges, exchanges_bodies, and their _local tables"
+        );
+    }
+    let store = LogStore::ClickHouse(Box::new(ClickHouseReader::new(&ch_cfg(&urls))));
+
+    // Hang node 0 (the kernel still accepts its connections), then kill it.
+    let hung_at = Instant::now();
+    let before = counts(&urls[1]).await.0;
+    cluster.nodes[0].signal("STOP");
+    eventually(30, "inserts go on through node 1", || async {
+        counts(&urls[1]).await.0 > before + 100
+    })
+    .await;
+    let failover = hung_at.elapsed();
+    assert_eq!(
+        within(20, "a search with node 0 hung", one_page(&store)).await,
+        5
+    );
+    cluster.nodes[0].signal("KILL");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        within(20, "a search with node 0 dead", one_page(&store)).await,
+        5
+    );
+    let id = {
+        let s = Search {
+            filter: Filter::default(),
+            order: Order::NewestFirst,
+            limit: 1,
+            cursor: None,
+        };
+        store.search(&s).await.unwrap().records[0].id
+    };
+    let shown: CaptureRecord = store
+        .get(id, None)
+        .await
+        .unwrap()
+        .expect("shown with node 0 dead");
+    assert_eq!(
+        shown.response_body, CATALOG,
+        "the body, from the bodies table, through node 1"
+    );
+
+    // Node 0 comes back and catches up; the load stops.
+    cluster.nodes[0].restart().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    gw.shutdown().await;
+    let sent = answered.load(SeqCst) as u64;
+    for url in &urls {
+        eventually(60, "every record on every replica", || async {
+            counts(url).await == (sent, sent)
+        })
+        .await;
+    }
+    let (all, ids) = counts(&urls[0]).await;
+    eprintln!(
+        "cluster: {sent} answered, {all} records through FINAL, {ids} distinct ids; \
+         inserts went on through node 1 {:.1} s after node 0 hung",
+        failover.as_secs_f64()
+    );
+    let writers = query_at(
+        &urls[1],
+        "SELECT DISTINCT gateway FROM osb_cluster.exchanges FORMAT TabSeparated",
+    )
+    .await;
+    assert_eq!(
+        writers.trim(),
+        "gw-a",
+        "each record names the replica that wrote it"
+    );
+}
+
+#[tokio::test]
+async fn the_same_batch_through_two_nodes_is_stored_once() {
+    let cluster = Cluster::start().await;
+    let urls = cluster.urls();
+    let rows: Vec<Arc<CaptureRecord>> = (0..50)
+        .map(|i| {
+            Arc::new(CaptureRecord {
+                id: uuid::Uuid::new_v4(),
+                received_at_us: 1_793_490_600_000_000 + i,
+                broker: "pg".into(),
+                operation: "FETCH_CATALOG".into(),
+                status: 200,
+                response_body: CATALOG.into(),
+                response_body_size: CATALOG.len() as u64,
+                ..CaptureRecord::default()
+            })
+        })
+        .collect();
+    // A replay through the other node, as after a failover when the first
+    // node had committed the batch after all.
+    for url in &urls {
+        let mut w = ClickHouseWriter::new(&ch_cfg(std::slice::from_ref(url)));
+        w.insert(&rows).await.expect("insert");
+    }
+    // Then the same records again in other batches (a spool replay is cut
+    // differently from the batch it copies): collapsed by id.
+    let mut w = ClickHouseWriter::new(&ch_cfg(&urls));
+    for chunk in rows.chunks(7) {
+        w.insert(chunk).await.expect("insert");
+    }
+    for url in &urls {
+        eventually(30, "replicated", || async {
+            number(url, "SELECT count() FROM osb_cluster.exchanges_local")
+                .await
+                .unwrap_or(0)
+                > 0
+        })
+        .await;
+        assert_eq!(counts(url).await, (50, 50), "{url}");
+        assert_eq!(
+            number(
+                url,
+                "SELECT count() FROM osb_cluster.exchanges_bodies FINAL"
+            )
+            .await,
+            Some(1),
+            "{url}: the catalog once"
+        );
+    }
+}
