@@ -174,6 +174,7 @@ impl Gateway {
             env,
             requests.clone(),
             loaded.stamp,
+            loaded.version,
         ));
         let watcher = cfg
             .registry_watch

@@ -154,18 +154,25 @@ async fn a_replica_hung_then_killed_under_load_loses_and_duplicates_nothing() {
     let mut cluster = Cluster::start().await;
     let urls = cluster.urls();
     let b = Broker::http(answer(200, CATALOG)).await;
-    let mut gw = TestGateway::start(
-        &registry(&b.url("")),
-        Options {
-            top: "instance = \"gw-a\"\n".into(),
-            tables: capture_tables(&urls),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    // Two gateway replicas write to the cluster.
+    let mut gws = Vec::new();
+    for name in ["gw-a", "gw-b"] {
+        let gw = TestGateway::start(
+            &registry(&b.url("")),
+            Options {
+                top: format!("instance = \"{name}\"\n"),
+                tables: capture_tables(&urls),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        gws.push(gw);
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    let (answered, tasks) = steady_load(&gw, 8, stop.clone());
+    let (answered_a, mut tasks) = steady_load(&gws[0], 6, stop.clone());
+    let (answered_b, more) = steady_load(&gws[1], 2, stop.clone());
+    tasks.extend(more);
     // The gateway made the tables, on both nodes, and writes to node 0.
     eventually(30, "records on both replicas", || async {
         counts(&urls[0]).await.0 > 50 && counts(&urls[1]).await.0 > 50
@@ -231,8 +238,10 @@ async fn a_replica_hung_then_killed_under_load_loses_and_duplicates_nothing() {
     for t in tasks {
         t.await.unwrap();
     }
-    gw.shutdown().await;
-    let sent = answered.load(SeqCst) as u64;
+    for gw in &mut gws {
+        gw.shutdown().await;
+    }
+    let sent = (answered_a.load(SeqCst) + answered_b.load(SeqCst)) as u64;
     for url in &urls {
         eventually(60, "every record on every replica", || async {
             counts(url).await == (sent, sent)
@@ -247,12 +256,16 @@ async fn a_replica_hung_then_killed_under_load_loses_and_duplicates_nothing() {
     );
     let writers = query_at(
         &urls[1],
-        "SELECT DISTINCT gateway FROM osb_cluster.exchanges FORMAT TabSeparated",
+        "SELECT gateway, count() FROM osb_cluster.exchanges FINAL GROUP BY gateway ORDER BY gateway FORMAT TabSeparated",
     )
     .await;
     assert_eq!(
-        writers.trim(),
-        "gw-a",
+        writers,
+        format!(
+            "gw-a\t{}\ngw-b\t{}\n",
+            answered_a.load(SeqCst),
+            answered_b.load(SeqCst)
+        ),
         "each record names the replica that wrote it"
     );
 }

@@ -16,6 +16,9 @@
 //! | POST | `/brokers/{id}/catalog/refresh` | refresh now |
 //!
 //! Another customer's broker answers 404, exactly like a missing one.
+//! Every answer has the registry's version as `ETag`; a change with an
+//! `If-Match` naming another version is refused with 412 (replicas sharing
+//! a registry: `registry::shared`).
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -50,6 +53,7 @@ fn change_error(e: &ChangeError) -> Response<ResponseBody> {
         ChangeError::BadInput(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
         ChangeError::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidRegistry"),
         ChangeError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
+        ChangeError::Stale(_) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailed"),
     };
     let mut d = e.to_string();
     if matches!(e, ChangeError::Invalid(_)) {
@@ -176,8 +180,23 @@ impl Admin {
         json_response(status, body)
     }
 
-    /// Dispatches `/admin/v1/brokers[/...]`.
+    /// Dispatches `/admin/v1/brokers[/...]`; every answer carries the
+    /// registry's version as its `ETag` (for `If-Match` on a change: see
+    /// `registry::shared`).
     pub(super) async fn brokers(
+        &self,
+        token: &AdminToken,
+        req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let mut resp = self.brokers_inner(token, req).await;
+        let tag = format!("\"{}\"", self.inner.reloader.version());
+        if let Ok(v) = http::HeaderValue::from_str(&tag) {
+            resp.headers_mut().insert(http::header::ETAG, v);
+        }
+        resp
+    }
+
+    async fn brokers_inner(
         &self,
         token: &AdminToken,
         req: Request<Incoming>,
@@ -193,6 +212,12 @@ impl Admin {
             rest.split('/').collect()
         };
         let method = req.method().clone();
+        // NB: a change made to what a client read: see registry::shared.
+        let if_match = req
+            .headers()
+            .get(http::header::IF_MATCH)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let if_match = if_match.as_deref();
         let who = actor(token);
         let trigger = format!("admin API ({})", token.name);
         let key = self.inner.reloader.config().secret_key.clone();
@@ -215,7 +240,9 @@ impl Admin {
                     Err(r) => return r,
                 };
                 match r
-                    .change(&trigger, |reg| lifecycle::register(reg, who, &input, key))
+                    .change_if(&trigger, if_match, |reg| {
+                        lifecycle::register(reg, who, &input, key)
+                    })
                     .await
                 {
                     Ok((id, rep)) => self.changed(StatusCode::CREATED, &id, &rep, json!({})),
@@ -237,7 +264,9 @@ impl Admin {
                     Err(r) => return r,
                 };
                 match r
-                    .change(&trigger, |reg| lifecycle::edit(reg, who, id, &input, key))
+                    .change_if(&trigger, if_match, |reg| {
+                        lifecycle::edit(reg, who, id, &input, key)
+                    })
                     .await
                 {
                     Ok(((), rep)) => self.changed(StatusCode::OK, id, &rep, json!({})),
@@ -246,7 +275,7 @@ impl Admin {
             }
             (&Method::DELETE, [id]) => {
                 match r
-                    .change(&trigger, |reg| lifecycle::delete(reg, who, id))
+                    .change_if(&trigger, if_match, |reg| lifecycle::delete(reg, who, id))
                     .await
                 {
                     Ok(((), rep)) => json_response(
@@ -260,7 +289,9 @@ impl Admin {
             (&Method::POST, [id, "deactivate"]) => {
                 let now = crate::timefmt::now_rfc3339();
                 match r
-                    .change(&trigger, |reg| lifecycle::deactivate(reg, who, id, now))
+                    .change_if(&trigger, if_match, |reg| {
+                        lifecycle::deactivate(reg, who, id, now)
+                    })
                     .await
                 {
                     Ok(((), rep)) => self.changed(StatusCode::OK, id, &rep, json!({})),
@@ -276,7 +307,7 @@ impl Admin {
                     Err(r) => return r,
                 };
                 let res = r
-                    .change(&trigger, |reg| {
+                    .change_if(&trigger, if_match, |reg| {
                         lifecycle::set_password(reg, who, id, &input, key)
                     })
                     .await;
@@ -362,7 +393,7 @@ impl Admin {
                     Err(r) => return r,
                 };
                 match r
-                    .change(&trigger, |reg| {
+                    .change_if(&trigger, if_match, |reg| {
                         lifecycle::publish(reg, who, id, location, &input, key)
                     })
                     .await
@@ -382,7 +413,9 @@ impl Admin {
             }
             (&Method::DELETE, [id, "publications", location]) => {
                 match r
-                    .change(&trigger, |reg| lifecycle::revoke(reg, who, id, location))
+                    .change_if(&trigger, if_match, |reg| {
+                        lifecycle::revoke(reg, who, id, location)
+                    })
                     .await
                 {
                     Ok(((), rep)) => self.changed(StatusCode::OK, id, &rep, json!({})),
@@ -392,7 +425,9 @@ impl Admin {
             (_, [_, "publications", _]) => method_not_allowed(&method, &path),
             (&Method::POST, [id, "publications", location, "approve"]) => {
                 match r
-                    .change(&trigger, |reg| lifecycle::approve(reg, who, id, location))
+                    .change_if(&trigger, if_match, |reg| {
+                        lifecycle::approve(reg, who, id, location)
+                    })
                     .await
                 {
                     Ok((_, rep)) => self.changed(StatusCode::OK, id, &rep, json!({})),

@@ -10,6 +10,7 @@ pub mod edit;
 pub mod file;
 pub mod lifecycle;
 pub mod reload;
+pub mod shared;
 mod table;
 
 use std::fmt;

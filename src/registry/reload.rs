@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::shared;
 use super::{
     BuildContext, Fingerprints, RegistryErrors, RegistryFile, RouteTable, Routes, Snapshot,
 };
@@ -151,6 +152,10 @@ pub enum ChangeError {
     /// The registry file could not be written.
     #[error("{0}")]
     Storage(String),
+    /// The registry is not the version the change was meant for (a
+    /// client's `If-Match`, or a file changed meanwhile): see `shared`.
+    #[error("{0}")]
+    Stale(String),
 }
 
 /// What a successful reload changed.
@@ -194,6 +199,8 @@ pub struct Reloader {
     memory: std::sync::Mutex<Option<String>>,
     /// The registry file's stamp as last loaded or written.
     seen: std::sync::Mutex<Option<FileStamp>>,
+    /// The version of the text serving.
+    version: std::sync::Mutex<String>,
     /// Counters.
     pub metrics: ReloadMetrics,
 }
@@ -205,6 +212,8 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// The file's stamp (`None` for an embedded registry).
     pub stamp: Option<FileStamp>,
+    /// The [`shared::version`] of the text it was built from.
+    pub version: String,
 }
 
 /// Loads the registry for serving, with request counters from `requests`.
@@ -224,6 +233,7 @@ pub fn load_for_serving(
     Ok(Loaded {
         snapshot: Snapshot::new(table, file, 1),
         stamp,
+        version: shared::version(&text),
     })
 }
 
@@ -236,6 +246,7 @@ impl Reloader {
         env: Env,
         requests: Arc<RequestMetrics>,
         stamp: Option<FileStamp>,
+        version: String,
     ) -> Self {
         Reloader {
             routes,
@@ -245,8 +256,22 @@ impl Reloader {
             writer: tokio::sync::Mutex::new(()),
             memory: std::sync::Mutex::new(None),
             seen: std::sync::Mutex::new(stamp),
+            version: std::sync::Mutex::new(version),
             metrics: ReloadMetrics::default(),
         }
+    }
+
+    /// The [`shared::version`] of the registry now serving (the admin
+    /// API's `ETag`).
+    pub fn version(&self) -> String {
+        self.version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_version(&self, text: &str) {
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = shared::version(text);
     }
 
     /// The generation now serving.
@@ -370,13 +395,20 @@ impl Reloader {
         let _writer = self.writer.lock().await;
         let started = Instant::now();
         let stamp = file_stamp(&self.cfg.registry);
+        let mut version = String::new();
         let loaded = match self.source_text() {
-            Ok((text, base, name)) => self.build_next(text, name, base).await,
+            Ok((text, base, name)) => {
+                version = text;
+                self.build_next(version.clone(), name, base).await
+            }
             Err(e) => Err(e),
         };
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         match loaded {
-            Ok(built) => Ok(self.swap(trigger, built, started)),
+            Ok(built) => {
+                self.set_version(&version);
+                Ok(self.swap(trigger, built, started))
+            }
             Err(e) => {
                 self.metrics.failures.fetch_add(1, Relaxed);
                 tracing::warn!(trigger, error = %e, "reload refused; the current routes keep serving");
@@ -386,8 +418,10 @@ impl Reloader {
     }
 
     /// Applies `edit` to the registry as it is now (read from its source
-    /// under the writer lock), validates the result as a whole, writes it
-    /// back (atomically, keeping the file's comments) and swaps the new table in.
+    /// under the writer lock, and for a file under the lock every replica
+    /// sharing it takes: see `shared`), validates the result as a whole,
+    /// writes it back (atomically, keeping the file's comments) and swaps
+    /// the new table in.
     ///
     /// # Errors
     /// What `edit` refused, or why the result does not validate or could
@@ -397,9 +431,30 @@ impl Reloader {
         trigger: &str,
         edit: impl FnOnce(&mut RegistryFile) -> Result<T, ChangeError>,
     ) -> Result<(T, ReloadReport), ChangeError> {
+        self.change_if(trigger, None, edit).await
+    }
+
+    /// [`Reloader::change`], refused ([`ChangeError::Stale`]) unless the
+    /// registry is at version `expected` (a client's `If-Match`; `None`:
+    /// any).
+    ///
+    /// # Errors
+    /// As [`Reloader::change`], and [`ChangeError::Stale`].
+    pub async fn change_if<T>(
+        &self,
+        trigger: &str,
+        expected: Option<&str>,
+        edit: impl FnOnce(&mut RegistryFile) -> Result<T, ChangeError>,
+    ) -> Result<(T, ReloadReport), ChangeError> {
         let _writer = self.writer.lock().await;
+        let _shared = match &self.cfg.registry {
+            RegistrySource::File(p) => Some(shared::FileLock::acquire(p, shared::LOCK_WAIT).await?),
+            RegistrySource::Embedded(_) => None,
+        };
         let started = Instant::now();
         let (text, base, name) = self.source_text()?;
+        let base_version = shared::version(&text);
+        shared::check_precondition(expected, &base_version)?;
         let mut file = parse(&text, &name)?;
         let out = edit(&mut file)?;
         let new_text = super::edit::merge(&text, &file).map_err(ChangeError::Storage)?;
@@ -414,6 +469,7 @@ impl Reloader {
         };
         match &self.cfg.registry {
             RegistrySource::File(p) => {
+                shared::check_unchanged(p, &base_version)?;
                 super::edit::write_atomic(p, &new_text).map_err(|e| {
                     ChangeError::Storage(format!(
                         "cannot write the registry file {}: {e}; nothing changed",
@@ -423,9 +479,10 @@ impl Reloader {
                 *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp(p);
             }
             RegistrySource::Embedded(_) => {
-                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_text);
+                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_text.clone());
             }
         }
+        self.set_version(&new_text);
         Ok((out, self.swap(trigger, built, started)))
     }
 
