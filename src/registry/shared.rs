@@ -147,6 +147,16 @@ mod tests {
         FileLock::acquire(&reg, Duration::from_millis(50))
             .await
             .unwrap();
+        // A lock that cannot be made says so, and nothing is changed.
+        std::fs::create_dir(dir.path().join("blocked.toml.lock")).unwrap();
+        let err = FileLock::acquire(&dir.path().join("blocked.toml"), LOCK_WAIT)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, ChangeError::Storage(m) if m.contains("blocked.toml.lock")),
+            "{err}"
+        );
     }
 
     #[test]
