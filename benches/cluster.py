@@ -149,25 +149,8 @@ def main():
         load.wait_http(f"http://127.0.0.1:{bport}/")
         registry = load.write_registry(work, bport)
         port = load.free_port()
-        cfg = os.path.join(work, "gateway.toml")
         node_list = ", ".join(f'"{u}"' for u in urls)
-        with open(cfg, "w") as f:
-            f.write(f"""development_mode = true
-instance = "bench-gw"
-data_dir = "{work}/data"
-[listen]
-address = "127.0.0.1:{port}"
-[registry]
-file = "{registry}"
-watch = false
-[catalog]
-refresh = false
-[log]
-level = "warn"
-[admin]
-enabled = false
-[capture]
-insert_timeout = "10s"
+        cfg = load.write_gateway_config(work, "bench-gw", port, registry, None, "warn", capture=f"""insert_timeout = "10s"
 [capture.clickhouse]
 urls = [{node_list}]
 cluster = "captures"

@@ -153,13 +153,15 @@ catalog_refresh = "0s"
     return path
 
 
-def write_gateway_config(work, target, port, registry, ch_url, log_level):
+def write_gateway_config(work, target, port, registry, ch_url, log_level, capture=None):
     """The gateway's file for `target` (gateway-off, gateway-local or
-    gateway-clickhouse, optionally with an @suffix); its path."""
+    gateway-clickhouse, optionally with an @suffix; or any name, with the
+    `capture` table's keys given); its path."""
     kind = target.split("@")[0]
-    capture = {"gateway-off": "enabled = false",
-               "gateway-local": "",
-               "gateway-clickhouse": f'[capture.clickhouse]\nurl = "{ch_url}"\ndatabase = "osb_load"\ntable = "exchanges"'}[kind]
+    if capture is None:
+        capture = {"gateway-off": "enabled = false",
+                   "gateway-local": "",
+                   "gateway-clickhouse": f'[capture.clickhouse]\nurl = "{ch_url}"\ndatabase = "osb_load"\ntable = "exchanges"'}[kind]
     cfg = os.path.join(work, f"{target}.toml")
     with open(cfg, "w") as f:
         f.write(f"""development_mode = true

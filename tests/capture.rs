@@ -20,16 +20,7 @@ use support::gateway::{Options, TestGateway, BROKER_PW, PLATFORM_PW};
 use support::{eventually, within};
 use tokio::io::AsyncWriteExt;
 
-const PLATFORMS: &str = r#"
-locations = ["eu"]
-
-[[platforms]]
-id = "cf-eu"
-customer = "acme"
-username = "cf-eu"
-password_hash = "{HASH}"
-locations = ["eu"]
-"#;
+const PLATFORMS: &str = support::gateway::CF_EU_REGISTRY_HEAD;
 
 fn registry(brokers: &[(&str, &str, bool)]) -> String {
     let mut r = PLATFORMS.to_string();

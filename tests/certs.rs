@@ -18,16 +18,7 @@ use support::gateway::{Options, TestGateway};
 use support::tls::TestCa;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const REGISTRY: &str = r#"
-locations = ["eu"]
-
-[[platforms]]
-id = "cf-eu"
-customer = "acme"
-username = "cf-eu"
-password_hash = "{HASH}"
-locations = ["eu"]
-"#;
+const REGISTRY: &str = support::gateway::CF_EU_REGISTRY_HEAD;
 
 /// Whether a new TLS handshake to `addr` verifies against `ca_pem`.
 async fn trusted_by(addr: std::net::SocketAddr, ca_pem: &str) -> bool {

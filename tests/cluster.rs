@@ -21,7 +21,7 @@ use support::broker::{answer, Broker};
 use support::clickhouse::query_at;
 use support::client::{self, platform};
 use support::cluster::{Cluster, CLUSTER};
-use support::gateway::{Options, TestGateway};
+use support::gateway::{Options, TestGateway, CF_EU_REGISTRY_HEAD};
 use support::{eventually, within};
 
 /// A catalog long enough for the bodies table.
@@ -29,24 +29,8 @@ const CATALOG: &str = r#"{"services":[{"id":"svc-1","name":"pg","description":"P
 
 fn registry(url: &str) -> String {
     format!(
-        r#"locations = ["eu"]
-
-[[platforms]]
-id = "cf-eu"
-customer = "acme"
-username = "cf-eu"
-password_hash = "{{HASH}}"
-locations = ["eu"]
-
-[[brokers]]
-id = "pg"
-owner = "acme"
-[brokers.private]
-endpoint = "{url}"
-username = "u"
-password = "env:BROKER_PW"
-development_mode = true
-"#
+        "{CF_EU_REGISTRY_HEAD}\n[[brokers]]\nid = \"pg\"\nowner = \"acme\"\n[brokers.private]\n\
+         endpoint = \"{url}\"\nusername = \"u\"\npassword = \"env:BROKER_PW\"\ndevelopment_mode = true\n"
     )
 }
 

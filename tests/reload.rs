@@ -12,16 +12,7 @@ use support::client::{self, get, platform};
 use support::gateway::{Options, TestGateway};
 use support::{eventually, within};
 
-const PLATFORMS: &str = r#"
-locations = ["eu"]
-
-[[platforms]]
-id = "cf-eu"
-customer = "acme"
-username = "cf-eu"
-password_hash = "{HASH}"
-locations = ["eu"]
-"#;
+const PLATFORMS: &str = support::gateway::CF_EU_REGISTRY_HEAD;
 
 fn registry(brokers: &[(&str, &str)]) -> String {
     let mut r = PLATFORMS.to_string();

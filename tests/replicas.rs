@@ -13,17 +13,10 @@ use serde_json::json;
 use support::broker::{answer, Broker};
 use support::client::{self, platform, Collected};
 use support::eventually;
-use support::gateway::{platform_hash, Options, TestGateway, ACME_TOKEN};
+use support::gateway::{platform_hash, Options, TestGateway, ACME_TOKEN, CF_EU_REGISTRY_HEAD};
 
-const REGISTRY: &str = r#"locations = ["eu"]
-
-[[platforms]]
-id = "cf-eu"
-customer = "acme"
-username = "cf-eu"
-password_hash = "{HASH}"
-locations = ["eu"]
-
+/// One broker, `pg`, at `{URL}`.
+const BROKER: &str = r#"
 [[brokers]]
 id = "pg"
 owner = "acme"
@@ -40,7 +33,7 @@ async fn replicas(shared: &Path, b: &Broker) -> (TestGateway, TestGateway) {
     let reg = shared.join("registry.toml");
     std::fs::write(
         &reg,
-        REGISTRY
+        format!("{CF_EU_REGISTRY_HEAD}{BROKER}")
             .replace("{HASH}", platform_hash())
             .replace("{URL}", &b.url("")),
     )

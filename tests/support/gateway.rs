@@ -20,6 +20,18 @@ pub const ACME_TOKEN: &str = "osbgw_test_acme_owner_token";
 /// Admin token owned by customer "globex" in every test gateway.
 pub const GLOBEX_TOKEN: &str = "osbgw_test_globex_owner_token";
 
+/// Location `eu` and platform `cf-eu` of customer acme (password
+/// [`PLATFORM_PW`]): the head of a test registry.
+pub const CF_EU_REGISTRY_HEAD: &str = r#"locations = ["eu"]
+
+[[platforms]]
+id = "cf-eu"
+customer = "acme"
+username = "cf-eu"
+password_hash = "{HASH}"
+locations = ["eu"]
+"#;
+
 /// The broker password tests put in `env:BROKER_PW`.
 pub const BROKER_PW: &str = "broker-pw-Zq9";
 
