@@ -29,6 +29,10 @@ pub struct Layout<'a> {
     pub cluster: &'a str,
 }
 
+/// How records are sharded: by id, so a replayed record lands where its
+/// first copy is and collapses with it.
+const EXCHANGES_KEY: &str = "cityHash64(toString(id))";
+
 /// The per-node table behind the `Distributed` table `table`.
 pub fn local(table: &str) -> String {
     format!("{table}_local")
@@ -76,13 +80,20 @@ impl Layout<'_> {
             ),
             self.distributed(&b, "cityHash64(hash)"),
             schema::table_sql(&self.on(&local(t)), &self.replicated(&local(t), "")),
-            self.distributed(t, "cityHash64(toString(id))"),
+            self.distributed(t, EXCHANGES_KEY),
         ]
     }
 
     /// What brings the tables to today's columns: `local` and `front` are
     /// the columns the node has in the replicated and in the `Distributed`
     /// table; the TTLs where the server has them.
+    ///
+    /// NB: a `Distributed` table lacking columns is dropped and made again
+    /// from the replicated one: 18.16 refuses `ALTER ... ON CLUSTER` of a
+    /// table that is not replicated on a cluster whose shards are ("isn't
+    /// replicated, but shard #1 is replicated"), and with
+    /// `insert_distributed_sync` it holds no data of its own. Inserts in
+    /// the moment between fail and are sent again.
     pub fn upgrade_sql(
         &self,
         version: (u32, u32),
@@ -90,16 +101,20 @@ impl Layout<'_> {
         front: &[String],
         retention_days: Option<u32>,
     ) -> Vec<(Change, String)> {
-        let mut out: Vec<(Change, String)> = Vec::new();
-        for (target, existing) in [
-            (local(self.table), local_columns),
-            (self.table.into(), front),
-        ] {
-            out.extend(
-                schema::alter_sql(&self.on(&target), existing)
-                    .into_iter()
-                    .map(|(c, sql)| (Change::AddColumn(c), sql)),
-            );
+        let mut out: Vec<(Change, String)> =
+            schema::alter_sql(&self.on(&local(self.table)), local_columns)
+                .into_iter()
+                .map(|(c, sql)| (Change::AddColumn(c), sql))
+                .collect();
+        if !schema::alter_sql(&self.on(self.table), front).is_empty() {
+            out.push((
+                Change::Distributed,
+                format!("DROP TABLE IF EXISTS {}", self.on(self.table)),
+            ));
+            out.push((
+                Change::Distributed,
+                self.distributed(self.table, EXCHANGES_KEY),
+            ));
         }
         if let Some(days) = retention_days.filter(|_| schema::supports_ttl(version)) {
             out.push((
@@ -153,12 +168,12 @@ mod tests {
             .map(|(_, s)| s)
             .collect();
         assert_eq!(
-            up,
-            [
-                "ALTER TABLE db.ex_local ON CLUSTER captures ADD COLUMN error String AFTER outcome",
-                "ALTER TABLE db.ex ON CLUSTER captures ADD COLUMN error String AFTER outcome",
-            ]
+            up[0],
+            "ALTER TABLE db.ex_local ON CLUSTER captures ADD COLUMN error String AFTER outcome"
         );
+        assert_eq!(up[1], "DROP TABLE IF EXISTS db.ex ON CLUSTER captures");
+        assert_eq!(up[2], sql[4], "made again from the replicated table");
+        assert_eq!(up.len(), 3);
         assert_eq!(
             l.upgrade_sql((24, 8), &all, &all, Some(7)).len(),
             2,

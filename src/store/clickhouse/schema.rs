@@ -146,6 +146,9 @@ pub enum Change {
     AddColumn(&'static str),
     /// The retention TTL, in days.
     Ttl(u32),
+    /// A cluster's `Distributed` table, dropped and made again with the
+    /// replicated table's columns.
+    Distributed,
 }
 
 /// Every statement that creates the schema where it is missing, for any

@@ -163,6 +163,9 @@ impl ClickHouseWriter {
                 Change::Ttl(days) => {
                     tracing::info!(%version, days, %table, "ClickHouse retention TTL applied")
                 }
+                Change::Distributed => {
+                    tracing::info!(%table, %sql, "ClickHouse Distributed table made again with the new columns")
+                }
             }
         }
         if let Some(days) = self.retention_days.filter(|_| !supports_ttl(server)) {
