@@ -1,7 +1,8 @@
 //! A real ClickHouse cluster on loopback: one ZooKeeper (Debian's
-//! `zookeeper` package, run in the foreground from its jar) and two
-//! `clickhouse-server` processes as two replicas of one shard, each with
-//! its own temp directory and free ports; stopped on drop. `scripts/test`
+//! `zookeeper` package, run in the foreground from its jar) and
+//! `clickhouse-server` processes as replicas of one shard (or several
+//! shards), each with its own temp directory and free ports; stopped on
+//! drop. `scripts/test`
 //! installs both packages when missing.
 
 use std::io::{Read, Write};
@@ -88,33 +89,47 @@ impl Drop for ZooKeeper {
     }
 }
 
-/// ZooKeeper and two replicas of one shard. Dropped in field order: the
-/// servers before ZooKeeper.
+/// ZooKeeper and the servers. Dropped in field order: the servers before
+/// ZooKeeper.
 pub struct Cluster {
     pub nodes: Vec<ClickHouse>,
     pub zk: ZooKeeper,
 }
 
 impl Cluster {
+    /// Two replicas of one shard.
     pub async fn start() -> Cluster {
+        Self::start_shaped(1, 2).await
+    }
+
+    /// `shards` shards of `replicas` replicas each; node `s * replicas + r`
+    /// is replica `r` of shard `s`.
+    pub async fn start_shaped(shards: usize, replicas: usize) -> Cluster {
         let zk = ZooKeeper::start();
-        let ports: Vec<(u16, u16, u16)> = (0..2)
+        let ports: Vec<(u16, u16, u16)> = (0..shards * replicas)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
-        let replicas: String = ports
-            .iter()
-            .map(|(_, tcp, _)| {
-                format!("<replica><host>127.0.0.1</host><port>{tcp}</port></replica>")
+        let layout: String = ports
+            .chunks(replicas)
+            .map(|shard| {
+                let list: String = shard
+                    .iter()
+                    .map(|(_, tcp, _)| {
+                        format!("<replica><host>127.0.0.1</host><port>{tcp}</port></replica>")
+                    })
+                    .collect();
+                format!("<shard><internal_replication>true</internal_replication>{list}</shard>")
             })
             .collect();
         let mut nodes = Vec::new();
         for (i, (http, tcp, inter)) in ports.iter().enumerate() {
+            let (shard, replica) = (i / replicas + 1, i % replicas);
             let extra = format!(
                 r#"<interserver_http_port>{inter}</interserver_http_port>
     <interserver_http_host>127.0.0.1</interserver_http_host>
     <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node><session_timeout_ms>6000</session_timeout_ms></zookeeper>
-    <remote_servers><{CLUSTER}><shard><internal_replication>true</internal_replication>{replicas}</shard></{CLUSTER}></remote_servers>
-    <macros><shard>01</shard><replica>replica-{i}</replica></macros>
+    <remote_servers><{CLUSTER}>{layout}</{CLUSTER}></remote_servers>
+    <macros><shard>{shard:02}</shard><replica>replica-{replica}</replica></macros>
     <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"#,
                 zk = zk.port
             );
