@@ -18,23 +18,23 @@ use super::clickhouse::{free_port, ClickHouse};
 pub const CLUSTER: &str = "captures";
 
 pub struct ZooKeeper {
-    _dir: TempDir,
+    dir: TempDir,
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
 }
+
+const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 impl ZooKeeper {
     pub fn start() -> ZooKeeper {
-        let jar = "/usr/share/java/zookeeper.jar";
         assert!(
-            std::path::Path::new(jar).exists(),
+            std::path::Path::new(ZK_JAR).exists(),
             "ZooKeeper not installed: run ./scripts/test (it installs Debian's zookeeper)"
         );
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let cfg = dir.path().join("zoo.cfg");
         std::fs::write(
-            &cfg,
+            dir.path().join("zoo.cfg"),
             format!(
                 "clientPort={port}\nclientPortAddress=127.0.0.1\ndataDir={}\ntickTime=500\n\
                  admin.enableServer=false\n4lw.commands.whitelist=srvr\n",
@@ -42,31 +42,51 @@ impl ZooKeeper {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("zookeeper.log")).unwrap();
+        let mut zk = ZooKeeper {
+            dir,
+            port,
+            child: None,
+        };
+        zk.run();
+        zk
+    }
+
+    /// Starts the server (again: same port and data) and waits until it
+    /// serves.
+    pub fn run(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("zookeeper.log"))
+            .unwrap();
         let child = Command::new("java")
-            .args(["-Xmx128m", "-cp", jar])
+            .args(["-Xmx128m", "-cp", ZK_JAR])
             .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
-            .arg(&cfg)
+            .arg(self.dir.path().join("zoo.cfg"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start ZooKeeper (java)");
-        let zk = ZooKeeper {
-            _dir: dir,
-            port,
-            child,
-        };
+        self.child = Some(child);
         // NB: a clickhouse-server 18.16 whose first ZooKeeper session fails
         // crashes at its first ON CLUSTER query (a null session in its DDL
         // worker): the servers start only once ZooKeeper serves.
         for _ in 0..300 {
-            if zk.serving() {
-                return zk;
+            if self.serving() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("ZooKeeper did not answer within 30s");
+    }
+
+    /// Kills the server.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Whether it serves requests (`srvr` names its mode only then).
@@ -84,8 +104,7 @@ impl ZooKeeper {
 
 impl Drop for ZooKeeper {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
