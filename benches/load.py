@@ -153,10 +153,10 @@ catalog_refresh = "0s"
     return path
 
 
-def write_gateway_config(work, target, port, registry, ch_url, log_level, capture=None):
+def write_gateway_config(work, target, port, registry, ch_url, log_level, capture=None, extra=""):
     """The gateway's file for `target` (gateway-off, gateway-local or
     gateway-clickhouse, optionally with an @suffix; or any name, with the
-    `capture` table's keys given); its path."""
+    `capture` table's keys given; `extra`: more keys of [capture]); its path."""
     kind = target.split("@")[0]
     if capture is None:
         capture = {"gateway-off": "enabled = false",
@@ -178,6 +178,7 @@ level = "{log_level}"
 [admin]
 enabled = false
 [capture]
+{extra}
 {capture}
 """)
     return cfg
@@ -317,6 +318,9 @@ def main():
                     help="another osb-gateway binary (e.g. a build of main before a change): "
                          "gateway-off, gateway-local and gateway-clickhouse (a ClickHouse server of its own) "
                          "also run on it, as '<target>@baseline', interleaved")
+    ap.add_argument("--baseline-capture", default="",
+                    help="extra keys of the [capture] table for the @baseline targets (with or without "
+                         "--baseline-bin: the same binary), e.g. 'batch_max_rows = 100000'")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk: apt-get install -y wrk")
@@ -326,7 +330,7 @@ def main():
     gw_bin = os.path.join(ROOT, "target/release/osb-gateway")
     broker_bin = os.path.join(ROOT, "target/release/examples/bench_broker")
     targets = args.targets.split(",")
-    if args.baseline_bin:
+    if args.baseline_bin or args.baseline_capture:
         targets += [t + "@baseline" for t in targets if t in ("gateway-off", "gateway-local", "gateway-clickhouse")]
     nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     ch_bin = shutil.which("clickhouse-server") or ("/usr/bin/clickhouse-server" if os.path.exists("/usr/bin/clickhouse-server") else None)
@@ -373,8 +377,10 @@ def main():
                 continue
             port = free_port()
             kind = t.split("@")[0]
-            cfg = write_gateway_config(work, t, port, registry, ch_servers.get(t, (None,))[0], args.log)
-            binary = args.baseline_bin if t.endswith("@baseline") else gw_bin
+            baseline = t.endswith("@baseline")
+            cfg = write_gateway_config(work, t, port, registry, ch_servers.get(t, (None,))[0], args.log,
+                                       extra=args.baseline_capture if baseline else "")
+            binary = (args.baseline_bin or gw_bin) if baseline else gw_bin
             p = spawn([binary, "serve", "--config", cfg], PROXY_CPU, log, env)
             procs.append(p)
             pids[t] = [p.pid]
