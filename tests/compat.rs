@@ -642,3 +642,41 @@ async fn a_table_made_by_an_older_gateway_is_migrated_on_both_engines() {
     let names: Vec<String> = names.into_iter().collect();
     assert!(schema::upgrade_sql((26, 9), "osb_compat", "legacy", &names, None).is_empty());
 }
+
+#[tokio::test]
+async fn todays_engine_parses_every_cluster_statement() {
+    // The cluster DDL runs for real on 18.16 (tests/cluster.rs); today's
+    // engine here is chDB, in process, which cannot form a cluster, so it
+    // parses each statement (`formatQuery`): the same SQL is valid on both.
+    let new = Chdb::start();
+    let layout = osb_gateway::store::clickhouse::cluster::Layout {
+        database: "osb_compat",
+        table: "exchanges",
+        cluster: "captures",
+    };
+    let older: Vec<String> = COLUMNS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .filter(|n| n != "error")
+        .collect();
+    let mut all = layout.create_sql();
+    all.extend(
+        layout
+            .upgrade_sql((26, 9), &older, &older, Some(30))
+            .into_iter()
+            .map(|(_, sql)| sql),
+    );
+    assert!(all.len() >= 9, "{all:?}");
+    for sql in all {
+        let literal = sql.replace('\\', "\\\\").replace('\'', "\\'");
+        let formatted = query_text(
+            &new.url(),
+            &format!("SELECT formatQuery('{literal}') FORMAT TabSeparatedRaw"),
+        )
+        .await;
+        assert!(
+            formatted.contains("ON CLUSTER captures"),
+            "{sql}\n=> {formatted}"
+        );
+    }
+}
