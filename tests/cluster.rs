@@ -38,7 +38,8 @@ fn ch_cfg(urls: &[String]) -> ClickHouseConfig {
     ClickHouseConfig {
         urls: urls.to_vec(),
         cluster: Some(CLUSTER.into()),
-        failover_after: Duration::from_secs(2),
+        // NB: a read waits 6 times this on a hung node (nodes::READ_PATIENCE).
+        failover_after: Duration::from_secs(1),
         database: "osb_cluster".into(),
         ..ClickHouseConfig::default()
     }

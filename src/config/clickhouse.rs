@@ -22,8 +22,8 @@ pub struct ClickHouseConfig {
     /// tables live on: the DDL runs `ON CLUSTER`, the data goes to a
     /// replicated table behind a `Distributed` one. `None`: one server.
     pub cluster: Option<String>,
-    /// A node that has not answered a query or an insert within this long
-    /// is left for the next one (several nodes only).
+    /// A node that has not answered an insert within this long (a read:
+    /// six times as long) is left for the next one (several nodes only).
     pub failover_after: Duration,
     /// Database (created when missing).
     pub database: String,

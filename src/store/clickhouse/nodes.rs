@@ -1,12 +1,18 @@
 //! The ClickHouse nodes a writer or reader talks to (`capture.clickhouse.urls`),
 //! in order, with the one that answered last tried first: a node that fails
-//! or stays silent for `failover_after` is left for the next, and the
+//! or stays silent for `failover_after` (a read: [`READ_PATIENCE`] times
+//! that, as a search may take seconds) is left for the next, and the
 //! choice sticks until that one fails in turn. With one node nothing is
 //! timed here (the pipeline's `insert_timeout` bounds an insert).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+
+/// How many times `failover_after` a read may take on one node before the
+/// next is asked: a search or a usage aggregate over a large range takes
+/// seconds on a healthy node, an insert of one batch well under one.
+pub(crate) const READ_PATIENCE: u32 = 6;
 
 /// The nodes, each with what talks to it (`N`: a client, a reader).
 pub(crate) struct Nodes<N> {
@@ -49,26 +55,32 @@ impl<N> Nodes<N> {
         }
     }
 
-    /// `fut` on node `i`, given `failover_after` when there are others (a
+    /// `fut`, given `failover_after` when there are other nodes (a
     /// timeout is an `E` from its text).
     pub(crate) async fn timed<T, E: From<String>>(
         &self,
         fut: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
+        self.timed_for(self.failover_after, fut).await
+    }
+
+    async fn timed_for<T, E: From<String>>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         if self.list.len() == 1 {
             return fut.await;
         }
-        match tokio::time::timeout(self.failover_after, fut).await {
+        match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
-            Err(_) => Err(E::from(format!(
-                "no answer within {:?}",
-                self.failover_after
-            ))),
+            Err(_) => Err(E::from(format!("no answer within {limit:?}"))),
         }
     }
 
-    /// The first answer of `op`, on the current node and then each other
-    /// in turn; the last error when none answers.
+    /// The first answer of `op` (a read), on the current node and then
+    /// each other in turn, each given [`READ_PATIENCE`] times
+    /// `failover_after`; the last error when none answers.
     pub(crate) async fn first<'a, T, F, Fut>(&'a self, what: &str, op: F) -> Result<T, String>
     where
         F: Fn(&'a N) -> Fut,
@@ -76,7 +88,8 @@ impl<N> Nodes<N> {
     {
         let mut last = String::new();
         for i in self.order() {
-            match self.timed(op(self.get(i))).await {
+            let limit = self.failover_after * READ_PATIENCE;
+            match self.timed_for(limit, op(self.get(i))).await {
                 Ok(v) => {
                     self.settle(i, what);
                     return Ok(v);
