@@ -9,6 +9,7 @@ pub mod chdb;
 pub mod clickhouse;
 pub mod client;
 pub mod cluster;
+pub mod compat_records;
 pub mod gateway;
 pub mod tls;
 
