@@ -535,3 +535,43 @@ async fn todays_engine_parses_every_cluster_statement() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_gateway_started_while_a_replica_is_down_makes_the_tables_and_loses_nothing() {
+    let mut cluster = Cluster::start().await;
+    let urls = cluster.urls();
+    cluster.nodes[1].stop();
+    let b = Broker::http(answer(200, CATALOG)).await;
+    let mut gw = TestGateway::start(
+        &registry(&b.url("")),
+        Options {
+            tables: capture_tables(&urls),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, tasks) = steady_load(&gw, 2, stop.clone());
+    // The ON CLUSTER DDL runs on node 0 and waits a few seconds per
+    // statement for node 1; records spool meanwhile.
+    eventually(90, "records on node 0", || async {
+        counts(&urls[0]).await.0 > 20
+    })
+    .await;
+    cluster.nodes[1].restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sent = answered.load(SeqCst) as u64;
+    // Node 1 runs the DDL it missed and fetches every record.
+    for url in &urls {
+        eventually(90, "every record on every replica", || async {
+            counts(url).await == (sent, sent)
+        })
+        .await;
+    }
+    gw.shutdown().await;
+}

@@ -34,6 +34,14 @@ pub enum SinkError {
     BadData(String),
 }
 
+/// Trouble described in text only (a node that did not answer in time):
+/// retrying, maybe elsewhere, can work.
+impl From<String> for SinkError {
+    fn from(text: String) -> Self {
+        SinkError::Retryable(text)
+    }
+}
+
 /// Why a read failed.
 pub type ReadError = String;
 

@@ -64,7 +64,8 @@ impl<N> Nodes<N> {
         self.timed_for(self.failover_after, fut).await
     }
 
-    async fn timed_for<T, E: From<String>>(
+    /// [`Nodes::timed`] with its own `limit`.
+    pub(crate) async fn timed_for<T, E: From<String>>(
         &self,
         limit: Duration,
         fut: impl Future<Output = Result<T, E>>,

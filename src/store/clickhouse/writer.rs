@@ -27,7 +27,7 @@ use crate::store::{CaptureRecord, SinkError};
 
 /// How long `ON CLUSTER` DDL waits for every node before it answers (the
 /// nodes that are down run it when they are back).
-const CLUSTER_DDL_WAIT_S: &str = "20";
+const CLUSTER_DDL_WAIT_S: u64 = 5;
 /// "Watching task is executing longer than distributed_ddl_task_timeout":
 /// the DDL ran on the nodes that answer, the rest will run it later.
 const DDL_STILL_RUNNING: u32 = 159;
@@ -39,6 +39,7 @@ pub struct ClickHouseWriter {
     table: String,
     cluster: Option<String>,
     retention_days: Option<u32>,
+    failover_after: Duration,
     schema_ready: bool,
     stored: Stored,
 }
@@ -52,6 +53,7 @@ impl ClickHouseWriter {
             table: cfg.table.clone(),
             cluster: cfg.cluster.clone(),
             retention_days: cfg.retention_days,
+            failover_after: cfg.failover_after,
             schema_ready: false,
             stored: Stored::default(),
         }
@@ -72,14 +74,13 @@ impl ClickHouseWriter {
         let mut last = None;
         for i in self.nodes.order().collect::<Vec<_>>() {
             let client = self.nodes.get(i).clone();
-            match self.nodes.timed(tagged(self.schema_on(&client))).await {
+            match self.schema_on(&client).await {
                 Ok(()) => {
                     self.nodes.settle(i, "inserts");
                     self.schema_ready = true;
                     return Ok(());
                 }
                 Err(e) => {
-                    let e = e.sink();
                     tracing::warn!(node = self.nodes.url(i), error = %e, "ClickHouse schema check failed on this node");
                     last = Some(e);
                 }
@@ -88,28 +89,45 @@ impl ClickHouseWriter {
         Err(last.expect("at least one node"))
     }
 
-    async fn columns(&self, client: &Client, table: &str) -> Result<Vec<String>, SinkError> {
-        client
-            .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
-            .bind(self.database.as_str())
-            .bind(table)
-            .fetch_all()
+    /// One query of the schema step, given `failover_after` (with several
+    /// nodes) to answer.
+    async fn quick<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, SinkError> {
+        self.nodes
+            .timed(async { fut.await.map_err(classify) })
             .await
-            .map_err(classify)
+    }
+
+    /// One `ON CLUSTER` statement: it may wait [`CLUSTER_DDL_WAIT_S`] for
+    /// every node before it answers, so only silence past that counts.
+    async fn cluster_ddl(&self, client: &Client, sql: &str) -> Result<(), SinkError> {
+        let limit = self.failover_after + Duration::from_secs(CLUSTER_DDL_WAIT_S);
+        self.nodes.timed_for(limit, cluster_ddl(client, sql)).await
+    }
+
+    async fn columns(&self, client: &Client, table: &str) -> Result<Vec<String>, SinkError> {
+        self.quick(
+            client
+                .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+                .bind(self.database.as_str())
+                .bind(table)
+                .fetch_all(),
+        )
+        .await
     }
 
     async fn schema_on(&self, client: &Client) -> Result<(), SinkError> {
-        let version: String = client
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(classify)?;
+        let version: String = self
+            .quick(client.query("SELECT version()").fetch_one())
+            .await?;
         let server = parse_version(&version);
         let table = self.qualified_table();
         let plan = match &self.cluster {
             None => {
                 for sql in create_sql(&self.database, &self.table) {
-                    client.query(&sql).execute().await.map_err(classify)?;
+                    self.quick(client.query(&sql).execute()).await?;
                 }
                 // NB: a table made by an older gateway lacks the columns
                 // added since; 18.16 and current releases have ADD COLUMN.
@@ -138,23 +156,28 @@ impl ClickHouseWriter {
                 for t in &tables {
                     present.push(self.columns(client, t).await?);
                 }
-                // NB: ON CLUSTER waits for every node: sent only when this
-                // node lacks a table, so a gateway starting while a replica
-                // is down does not wait for it.
-                if present.iter().any(|c| c.is_empty()) {
-                    for sql in layout.create_sql() {
-                        cluster_ddl(client, &sql).await?;
+                // NB: ON CLUSTER waits for every node: each statement is
+                // sent only when this node lacks its table, so a gateway
+                // (re)starting while a replica is down does not wait for it
+                // again and again. create_sql is the database, then one
+                // statement per table, in the order of `tables`.
+                let create = layout.create_sql();
+                if present.iter().all(|c| c.is_empty()) {
+                    self.cluster_ddl(client, &create[0]).await?;
+                }
+                for (k, sql) in create.iter().skip(1).enumerate() {
+                    if present[k].is_empty() {
+                        self.cluster_ddl(client, sql).await?;
+                        present[k] = self.columns(client, &tables[k]).await?;
                     }
-                    present[2] = self.columns(client, &tables[2]).await?;
-                    present[3] = self.columns(client, &tables[3]).await?;
                 }
                 layout.upgrade_sql(server, &present[2], &present[3], self.retention_days)
             }
         };
         for (change, sql) in plan {
             match &self.cluster {
-                Some(_) => cluster_ddl(client, &sql).await?,
-                None => client.query(&sql).execute().await.map_err(classify)?,
+                Some(_) => self.cluster_ddl(client, &sql).await?,
+                None => self.quick(client.query(&sql).execute()).await?,
             }
             match change {
                 Change::AddColumn(column) => {
@@ -219,7 +242,7 @@ impl ClickHouseWriter {
             };
             let err = match self
                 .nodes
-                .timed(tagged(async { attempt.await.map_err(classify) }))
+                .timed(async { attempt.await.map_err(classify) })
                 .await
             {
                 Ok(()) => {
@@ -227,7 +250,7 @@ impl ClickHouseWriter {
                     self.stored.stored(plan, rows);
                     return Ok(());
                 }
-                Err(e) => e.sink(),
+                Err(e) => e,
             };
             if self.nodes.order().nth(1).is_some() {
                 tracing::warn!(node = self.nodes.url(i), error = %err, "ClickHouse insert failed on this node");
@@ -269,7 +292,10 @@ impl ClickHouseWriter {
 async fn cluster_ddl(client: &Client, sql: &str) -> Result<(), SinkError> {
     match client
         .query(sql)
-        .with_setting("distributed_ddl_task_timeout", CLUSTER_DDL_WAIT_S)
+        .with_setting(
+            "distributed_ddl_task_timeout",
+            CLUSTER_DDL_WAIT_S.to_string(),
+        )
         .execute()
         .await
     {
@@ -281,32 +307,4 @@ async fn cluster_ddl(client: &Client, sql: &str) -> Result<(), SinkError> {
         }
         r => r.map_err(classify),
     }
-}
-
-/// An error kept sorted through `Nodes::timed`, which makes a timeout
-/// from text (a timeout is retryable: the next node may answer).
-enum Tagged {
-    Sink(SinkError),
-    Text(String),
-}
-
-impl From<String> for Tagged {
-    fn from(t: String) -> Self {
-        Tagged::Text(t)
-    }
-}
-
-impl Tagged {
-    fn sink(self) -> SinkError {
-        match self {
-            Tagged::Sink(e) => e,
-            Tagged::Text(t) => SinkError::Retryable(t),
-        }
-    }
-}
-
-async fn tagged(
-    fut: impl std::future::Future<Output = Result<(), SinkError>>,
-) -> Result<(), Tagged> {
-    fut.await.map_err(Tagged::Sink)
 }
