@@ -55,6 +55,29 @@ fn capture_tables(urls: &[String]) -> String {
     )
 }
 
+/// A gateway named `instance` capturing to the cluster at `urls`, routing
+/// broker `pg` to `b`.
+async fn gateway_on(urls: &[String], b: &Broker, instance: &str) -> TestGateway {
+    TestGateway::start(
+        &registry(&b.url("")),
+        Options {
+            top: format!("instance = \"{instance}\"\n"),
+            tables: capture_tables(urls),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Stops the load of [`steady_load`] and waits for its loops.
+async fn end_load(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Catalog requests from `conc` loops until `stop`; counts the answers.
 fn steady_load(
     gw: &TestGateway,
@@ -142,17 +165,7 @@ async fn a_replica_hung_then_killed_under_load_loses_and_duplicates_nothing() {
     // Two gateway replicas write to the cluster.
     let mut gws = Vec::new();
     for name in ["gw-a", "gw-b"] {
-        let gw = TestGateway::start(
-            &registry(&b.url("")),
-            Options {
-                top: format!("instance = \"{name}\"\n"),
-                tables: capture_tables(&urls),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        gws.push(gw);
+        gws.push(gateway_on(&urls, &b, name).await);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (answered_a, mut tasks) = steady_load(&gws[0], 6, stop.clone());
@@ -226,10 +239,7 @@ async fn a_replica_hung_then_killed_under_load_loses_and_duplicates_nothing() {
     // Node 0 comes back and catches up; the load stops.
     cluster.nodes[0].restart().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    end_load(&stop, tasks).await;
     let sent = (answered_a.load(SeqCst) + answered_b.load(SeqCst)) as u64;
     // NB: checked while the gateways run: a batch spooled while a node was
     // away is replayed by its gateway (at a shutdown it would wait on disk
@@ -452,15 +462,7 @@ async fn zookeeper_down_spools_records_and_loses_none() {
     let mut cluster = Cluster::start().await;
     let urls = cluster.urls();
     let b = Broker::http(answer(200, CATALOG)).await;
-    let mut gw = TestGateway::start(
-        &registry(&b.url("")),
-        Options {
-            tables: capture_tables(&urls),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gw = gateway_on(&urls, &b, "gw-a").await;
     let stop = Arc::new(AtomicBool::new(false));
     let (answered, tasks) = steady_load(&gw, 2, stop.clone());
     eventually(30, "records in the cluster", || async {
@@ -474,10 +476,7 @@ async fn zookeeper_down_spools_records_and_loses_none() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     cluster.zk.run();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    end_load(&stop, tasks).await;
     let sent = answered.load(SeqCst) as u64;
     // NB: the gateway replays its spool once the servers have their
     // ZooKeeper sessions again (a few seconds).
@@ -542,15 +541,7 @@ async fn a_gateway_started_while_a_replica_is_down_makes_the_tables_and_loses_no
     let urls = cluster.urls();
     cluster.nodes[1].stop();
     let b = Broker::http(answer(200, CATALOG)).await;
-    let mut gw = TestGateway::start(
-        &registry(&b.url("")),
-        Options {
-            tables: capture_tables(&urls),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gw = gateway_on(&urls, &b, "gw-a").await;
     let stop = Arc::new(AtomicBool::new(false));
     let (answered, tasks) = steady_load(&gw, 2, stop.clone());
     // The ON CLUSTER DDL runs on node 0 and waits a few seconds per
@@ -561,10 +552,7 @@ async fn a_gateway_started_while_a_replica_is_down_makes_the_tables_and_loses_no
     .await;
     cluster.nodes[1].restart().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    end_load(&stop, tasks).await;
     let sent = answered.load(SeqCst) as u64;
     // Node 1 runs the DDL it missed and fetches every record.
     for url in &urls {
