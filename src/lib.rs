@@ -174,7 +174,6 @@ impl Gateway {
             env,
             requests.clone(),
             loaded.stamp,
-            loaded.version,
         ));
         let watcher = cfg
             .registry_watch

@@ -153,6 +153,14 @@ async fn concurrent_changes_through_two_replicas_lose_nothing_and_stale_ones_are
     let seen = etag(&read);
     let first = rename(&a, "renamed through A", Some(&seen)).await;
     assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        etag(&first),
+        format!(
+            "\"{}\"",
+            first.json()["reload"]["version"].as_str().unwrap()
+        ),
+        "a change answers with the version it made"
+    );
     let stale = rename(&bb, "renamed through B", Some(&seen)).await;
     assert_eq!(stale.status, 412, "{}", stale.text());
     assert_eq!(stale.json()["error"], "PreconditionFailed");

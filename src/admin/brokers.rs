@@ -89,6 +89,13 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     })
 }
 
+/// `ETag: "VERSION"` (a registry version is hex: always a valid value).
+fn set_etag(resp: &mut Response<ResponseBody>, version: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{version}\"")) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+}
+
 fn masked(secret: &str) -> String {
     SecretSource::parse(secret).masked()
 }
@@ -177,7 +184,9 @@ impl Admin {
         if let (Value::Object(b), Value::Object(x)) = (&mut body, extra) {
             b.extend(x);
         }
-        json_response(status, body)
+        let mut resp = json_response(status, body);
+        set_etag(&mut resp, &report.version);
+        resp
     }
 
     /// Dispatches `/admin/v1/brokers[/...]`; every answer carries the
@@ -188,10 +197,14 @@ impl Admin {
         token: &AdminToken,
         req: Request<Incoming>,
     ) -> Response<ResponseBody> {
+        // NB: taken before the answer is made: if a reload comes in
+        // between, the tag is the older one and a change sent with it is
+        // refused, never applied over what the client did not see. A
+        // change's own answer carries the version it made (`changed`).
+        let before = self.inner.reloader.version();
         let mut resp = self.brokers_inner(token, req).await;
-        let tag = format!("\"{}\"", self.inner.reloader.version());
-        if let Ok(v) = http::HeaderValue::from_str(&tag) {
-            resp.headers_mut().insert(http::header::ETAG, v);
+        if !resp.headers().contains_key(http::header::ETAG) {
+            set_etag(&mut resp, &before);
         }
         resp
     }

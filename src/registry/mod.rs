@@ -81,6 +81,9 @@ pub struct Snapshot {
     registry: Arc<RegistryFile>,
     fingerprints: Fingerprints,
     generation: u64,
+    /// The [`shared::version`](crate::registry::shared::version) of the text it was built from (empty when
+    /// not built from a text).
+    version: String,
 }
 
 /// A fingerprint per route and platform key (see [`RouteTable::fingerprints`]).
@@ -106,7 +109,20 @@ impl Snapshot {
             registry: Arc::new(registry),
             fingerprints,
             generation,
+            version: String::new(),
         }
+    }
+
+    /// The same snapshot, saying it was built from a text of `version`.
+    pub(crate) fn versioned(mut self, version: String) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The [`shared::version`](crate::registry::shared::version) of the registry text it was built from: the
+    /// admin API's `ETag`.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// The route table.

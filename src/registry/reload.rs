@@ -175,6 +175,8 @@ pub struct ReloadReport {
     pub unchanged: usize,
     /// Validation and build time, milliseconds.
     pub took_ms: f64,
+    /// The [`shared::version`] now serving (the admin API's `ETag`).
+    pub version: String,
 }
 
 /// Reload counters for `/metrics`.
@@ -199,8 +201,6 @@ pub struct Reloader {
     memory: std::sync::Mutex<Option<String>>,
     /// The registry file's stamp as last loaded or written.
     seen: std::sync::Mutex<Option<FileStamp>>,
-    /// The version of the text serving.
-    version: std::sync::Mutex<String>,
     /// Counters.
     pub metrics: ReloadMetrics,
 }
@@ -212,8 +212,6 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// The file's stamp (`None` for an embedded registry).
     pub stamp: Option<FileStamp>,
-    /// The [`shared::version`] of the text it was built from.
-    pub version: String,
 }
 
 /// Loads the registry for serving, with request counters from `requests`.
@@ -231,9 +229,8 @@ pub fn load_for_serving(
     let table = build(cfg, &file, &base, env, None, Some(requests))
         .map_err(|e| located(e, &text, &name))?;
     Ok(Loaded {
-        snapshot: Snapshot::new(table, file, 1),
+        snapshot: Snapshot::new(table, file, 1).versioned(shared::version(&text)),
         stamp,
-        version: shared::version(&text),
     })
 }
 
@@ -246,7 +243,6 @@ impl Reloader {
         env: Env,
         requests: Arc<RequestMetrics>,
         stamp: Option<FileStamp>,
-        version: String,
     ) -> Self {
         Reloader {
             routes,
@@ -256,7 +252,6 @@ impl Reloader {
             writer: tokio::sync::Mutex::new(()),
             memory: std::sync::Mutex::new(None),
             seen: std::sync::Mutex::new(stamp),
-            version: std::sync::Mutex::new(version),
             metrics: ReloadMetrics::default(),
         }
     }
@@ -264,14 +259,7 @@ impl Reloader {
     /// The [`shared::version`] of the registry now serving (the admin
     /// API's `ETag`).
     pub fn version(&self) -> String {
-        self.version
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set_version(&self, text: &str) {
-        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = shared::version(text);
+        self.routes.load().version().to_string()
     }
 
     /// The generation now serving.
@@ -321,6 +309,7 @@ impl Reloader {
         let (cfg, env, serving) = (self.cfg.clone(), self.env.clone(), self.routes.load_full());
         let requests = self.requests.clone();
         tokio::task::spawn_blocking(move || {
+            let version = shared::version(&text);
             let file = parse(&text, &name)?;
             let table = build(&cfg, &file, &base, &*env, Some(&serving), Some(&requests))
                 .map_err(|e| located(e, &text, &name))?;
@@ -332,6 +321,7 @@ impl Reloader {
                 file,
                 fingerprints,
                 diff,
+                version,
             })
         })
         .await
@@ -350,14 +340,13 @@ impl Reloader {
             file,
             fingerprints,
             diff: (added, removed, changed, unchanged),
+            version,
         } = built;
         let generation = self.routes.load().generation() + 1;
-        let old = self.routes.swap(Snapshot::with_fingerprints(
-            table,
-            file,
-            fingerprints,
-            generation,
-        ));
+        let old = self.routes.swap(
+            Snapshot::with_fingerprints(table, file, fingerprints, generation)
+                .versioned(version.clone()),
+        );
         tokio::task::spawn_blocking(move || drop(old));
         let took = started.elapsed();
         self.metrics.reloads.fetch_add(1, Relaxed);
@@ -384,6 +373,7 @@ impl Reloader {
             changed,
             unchanged,
             took_ms,
+            version,
         }
     }
 
@@ -395,20 +385,13 @@ impl Reloader {
         let _writer = self.writer.lock().await;
         let started = Instant::now();
         let stamp = file_stamp(&self.cfg.registry);
-        let mut version = String::new();
         let loaded = match self.source_text() {
-            Ok((text, base, name)) => {
-                version = text;
-                self.build_next(version.clone(), name, base).await
-            }
+            Ok((text, base, name)) => self.build_next(text, name, base).await,
             Err(e) => Err(e),
         };
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         match loaded {
-            Ok(built) => {
-                self.set_version(&version);
-                Ok(self.swap(trigger, built, started))
-            }
+            Ok(built) => Ok(self.swap(trigger, built, started)),
             Err(e) => {
                 self.metrics.failures.fetch_add(1, Relaxed);
                 tracing::warn!(trigger, error = %e, "reload refused; the current routes keep serving");
@@ -479,10 +462,9 @@ impl Reloader {
                 *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp(p);
             }
             RegistrySource::Embedded(_) => {
-                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_text.clone());
+                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(new_text);
             }
         }
-        self.set_version(&new_text);
         Ok((out, self.swap(trigger, built, started)))
     }
 
@@ -565,6 +547,8 @@ struct Built {
     file: RegistryFile,
     fingerprints: Fingerprints,
     diff: Diff,
+    /// The [`shared::version`] of the text it was built from.
+    version: String,
 }
 
 /// Keys of routes and platforms that were added, removed or changed.
