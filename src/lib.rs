@@ -21,6 +21,7 @@ pub mod capture;
 pub mod catalog;
 pub mod config;
 pub mod demo;
+pub mod digest;
 pub mod metrics;
 pub mod osb;
 pub mod proxy;

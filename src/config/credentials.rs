@@ -49,10 +49,7 @@ pub fn new_token() -> String {
 
 /// Hex SHA-256 of a token, as `[[admin.tokens]]` stores it.
 pub fn token_sha256_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::hex(&Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]

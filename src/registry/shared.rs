@@ -21,8 +21,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::ChangeError;
 
 /// How long a change waits for another replica's change to finish.
@@ -30,10 +28,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The version of a registry text: the first 16 hex digits of its SHA-256.
 pub fn version(text: &str) -> String {
-    Sha256::digest(text.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::short_sha256(text.as_bytes())
 }
 
 /// `<registry>.lock` beside the registry file.

@@ -311,14 +311,7 @@ impl RouteTable {
     /// (`platform id`), for telling what a reload changed. Credentials enter
     /// only as a digest.
     pub fn fingerprints(&self) -> std::collections::BTreeMap<String, String> {
-        use sha2::{Digest, Sha256};
-        let digest = |b: &[u8]| {
-            let d = Sha256::digest(b);
-            d[..8]
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>()
-        };
+        let digest = crate::digest::short_sha256;
         let mut out = std::collections::BTreeMap::new();
         for (r, approved) in self.routes() {
             let fp = format!(

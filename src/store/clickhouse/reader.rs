@@ -314,7 +314,7 @@ impl NodeReader {
         let hex: Vec<String> = hashes
             .iter()
             .filter(|h| **h != bodies::NO_HASH)
-            .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+            .map(|h| crate::digest::hex(h))
             .collect();
         // NB: `hash IN (unhex(…))` keeps to the primary key on 18.16 and
         // today (`has()` over hex strings would read the whole table).
