@@ -32,6 +32,11 @@ impl<N> Nodes<N> {
         }
     }
 
+    /// Whether there are others to fail over to.
+    pub(crate) fn several(&self) -> bool {
+        self.list.len() > 1
+    }
+
     /// Node `i`'s URL.
     pub(crate) fn url(&self, i: usize) -> &str {
         &self.list[i].0
@@ -70,7 +75,7 @@ impl<N> Nodes<N> {
         limit: Duration,
         fut: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
-        if self.list.len() == 1 {
+        if !self.several() {
             return fut.await;
         }
         match tokio::time::timeout(limit, fut).await {
@@ -82,7 +87,7 @@ impl<N> Nodes<N> {
     /// The first answer of `op` (a read), on the current node and then
     /// each other in turn, each given [`READ_PATIENCE`] times
     /// `failover_after`; the last error when none answers.
-    pub(crate) async fn first<'a, T, F, Fut>(&'a self, what: &str, op: F) -> Result<T, String>
+    pub(crate) async fn first<'a, T, F, Fut>(&'a self, op: F) -> Result<T, String>
     where
         F: Fn(&'a N) -> Fut,
         Fut: Future<Output = Result<T, String>>,
@@ -92,10 +97,10 @@ impl<N> Nodes<N> {
             let limit = self.failover_after * READ_PATIENCE;
             match self.timed_for(limit, op(self.get(i))).await {
                 Ok(v) => {
-                    self.settle(i, what);
+                    self.settle(i, "reads");
                     return Ok(v);
                 }
-                Err(e) if self.list.len() > 1 => {
+                Err(e) if self.several() => {
                     let e = format!("node {}: {e}", self.url(i));
                     tracing::warn!(error = %e, "ClickHouse node failed; trying the next");
                     last = e;
@@ -129,17 +134,17 @@ mod tests {
                 }
             }
         };
-        assert_eq!(nodes.first("reads", op).await, Ok(2));
+        assert_eq!(nodes.first(op).await, Ok(2));
         assert_eq!(*tried.lock().unwrap(), [0, 1, 2]);
         tried.lock().unwrap().clear();
-        assert_eq!(nodes.first("reads", op).await, Ok(2));
+        assert_eq!(nodes.first(op).await, Ok(2));
         assert_eq!(
             *tried.lock().unwrap(),
             [2],
             "the node that answered is tried first"
         );
         let none = Nodes::new(vec![("a".into(), 0)], Duration::from_secs(5));
-        let err = none.first("reads", op).await.unwrap_err();
+        let err = none.first(op).await.unwrap_err();
         assert_eq!(err, "refused", "one node: its own error, unprefixed");
     }
 }

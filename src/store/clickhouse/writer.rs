@@ -252,7 +252,7 @@ impl ClickHouseWriter {
                 }
                 Err(e) => e,
             };
-            if self.nodes.order().nth(1).is_some() {
+            if self.nodes.several() {
                 tracing::warn!(node = self.nodes.url(i), error = %err, "ClickHouse insert failed on this node");
             }
             match &err {
