@@ -278,4 +278,24 @@ mod tests {
         drop(ex);
         assert_eq!(load(&tx.0.metrics.inflight_bytes), 0, "all given back");
     }
+
+    #[test]
+    fn a_body_past_the_budget_holds_what_is_left_and_is_counted_once() {
+        let tx = with_budget(100, 1 << 20);
+        let ex = Arc::new(Exchange::new(&tx, http::Method::PUT, "/", "", "r".into()));
+        let mut body = CaptureBody::new(
+            Claims {
+                claimed: 1000,
+                frames: vec![Bytes::from(vec![b'b'; 500]), Bytes::from(vec![b'a'; 500])],
+            },
+            ex.tap(Side::Request),
+        );
+        poll_all(&mut body);
+        assert_eq!(load(&tx.0.metrics.inflight_bytes), 100, "the whole budget");
+        assert_eq!(
+            load(&tx.0.metrics.bodies_cut),
+            1,
+            "one cut body, counted once"
+        );
+    }
 }
