@@ -62,16 +62,22 @@ async fn replicas(shared: &Path, b: &Broker) -> (TestGateway, TestGateway) {
 }
 
 async fn register(gw: &TestGateway, id: &str, b: &Broker) -> Collected {
-    client::admin(
-        "POST",
-        &gw.admin_url("/admin/v1/brokers"),
-        Some(ACME_TOKEN),
-        Some(&json!({
-            "id": id, "endpoint": b.url(""), "username": "u", "password": "pw-x",
-            "development_mode": true,
-        })),
-    )
-    .await
+    register_at(gw.admin_url("/admin/v1/brokers"), id.to_string(), b.url("")).await
+}
+
+/// Registers `id` (as acme) at the brokers endpoint `admin`, pointing at
+/// `endpoint` (owned values: a task can send it).
+async fn register_at(admin: String, id: String, endpoint: String) -> Collected {
+    let body = json!({
+        "id": id, "endpoint": endpoint, "username": "u", "password": "pw-x",
+        "development_mode": true,
+    });
+    client::admin("POST", &admin, Some(ACME_TOKEN), Some(&body)).await
+}
+
+/// `GET path` on `gw`'s admin API as acme.
+async fn read(gw: &TestGateway, path: &str) -> Collected {
+    client::admin("GET", &gw.admin_url(path), Some(ACME_TOKEN), None).await
 }
 
 async fn catalog_status(gw: &TestGateway, broker: &str) -> u16 {
@@ -118,20 +124,10 @@ async fn a_change_on_one_replica_is_served_by_the_other() {
         t.elapsed().as_millis()
     );
     // Both answer with the same registry version once B has reloaded.
-    let va = client::admin(
-        "GET",
-        &a.admin_url("/admin/v1/brokers"),
-        Some(ACME_TOKEN),
-        None,
-    )
-    .await;
-    let vb = client::admin(
-        "GET",
-        &bb.admin_url("/admin/v1/brokers"),
-        Some(ACME_TOKEN),
-        None,
-    )
-    .await;
+    let (va, vb) = (
+        read(&a, "/admin/v1/brokers").await,
+        read(&bb, "/admin/v1/brokers").await,
+    );
     assert_eq!(etag(&va), etag(&vb));
 }
 
@@ -143,14 +139,8 @@ async fn concurrent_changes_through_two_replicas_lose_nothing_and_stale_ones_are
 
     // A client read pg through B, then someone renamed it through A: the
     // client's change, made to what it read, is refused; nothing is lost.
-    let read = client::admin(
-        "GET",
-        &bb.admin_url("/admin/v1/brokers/pg"),
-        Some(ACME_TOKEN),
-        None,
-    )
-    .await;
-    let seen = etag(&read);
+    let before = read(&bb, "/admin/v1/brokers/pg").await;
+    let seen = etag(&before);
     let first = rename(&a, "renamed through A", Some(&seen)).await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(
@@ -181,13 +171,7 @@ async fn concurrent_changes_through_two_replicas_lose_nothing_and_stale_ones_are
     let calls: Vec<_> = (0..20)
         .map(|i| {
             let admin = if i % 2 == 0 { &a } else { &bb }.admin_url("/admin/v1/brokers");
-            let body = json!({
-                "id": format!("svc-{i}"), "endpoint": b.url(""), "username": "u",
-                "password": "pw-x", "development_mode": true,
-            });
-            tokio::spawn(async move {
-                client::admin("POST", &admin, Some(ACME_TOKEN), Some(&body)).await
-            })
+            tokio::spawn(register_at(admin, format!("svc-{i}"), b.url("")))
         })
         .collect();
     for c in calls {
