@@ -154,17 +154,17 @@ impl ClickHouseFile {
                 "must be greater than zero",
             ));
         }
-        let database = self.database.as_deref().unwrap_or("osb_gateway");
-        let table = self.table.as_deref().unwrap_or("exchanges");
+        let database = self.database.unwrap_or(d.database);
+        let table = self.table.unwrap_or(d.table);
         ClickHouseConfig {
             urls,
             cluster,
             failover_after,
             database: c.or(
-                sql_name("capture.clickhouse.database", database),
+                sql_name("capture.clickhouse.database", &database),
                 String::new(),
             ),
-            table: c.or(sql_name("capture.clickhouse.table", table), String::new()),
+            table: c.or(sql_name("capture.clickhouse.table", &table), String::new()),
             user: self.user.unwrap_or(d.user),
             password,
             retention_days: self.retention_days,
