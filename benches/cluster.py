@@ -24,6 +24,8 @@ sends catalog requests.
 
 import argparse
 import os
+import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,6 @@ def zookeeper(work, log):
                          stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     # NB: 18.16 crashes at its first ON CLUSTER query if its first ZooKeeper
     # session failed: the servers start once ZooKeeper serves.
-    import socket
     for _ in range(300):
         try:
             s = socket.create_connection(("127.0.0.1", port), 1)
@@ -69,7 +70,6 @@ def replica(work, i, ports, zk_port, log, ch_bin):
     with open(os.path.join(chdir, "config.xml")) as f:
         text = f.read()
     # The ports load.clickhouse_config chose are replaced by the cluster's.
-    import re
     text = re.sub(r"<http_port>\d+</http_port><tcp_port>\d+</tcp_port>",
                   f"<http_port>{http}</http_port><tcp_port>{tcp}</tcp_port>", text)
     text = text.replace("</yandex>", f"""
