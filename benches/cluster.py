@@ -128,8 +128,7 @@ def main():
             sys.exit(f"needs {need}: apt-get install -y {how}")
     if not os.path.exists(ZK_JAR):
         sys.exit("needs ZooKeeper: apt-get install -y zookeeper")
-    subprocess.run(["cargo", "build", "--release", "--bin", "osb-gateway", "--example", "bench_broker"],
-                   cwd=load.ROOT, check=True, stdout=subprocess.DEVNULL)
+    gw_bin = load.build()
     work = tempfile.mkdtemp(prefix="osbgw-cluster-")
     log = open(os.path.join(work, "processes.log"), "w")
     procs = []
@@ -144,7 +143,7 @@ def main():
             nodes.append((p, url))
         urls = [u for _, u in nodes]
         bport = load.free_port()
-        procs.append(load.spawn([os.path.join(load.ROOT, "target/release/examples/bench_broker"),
+        procs.append(load.spawn([os.path.join(load.EXAMPLES, "bench_broker"),
                                  f"127.0.0.1:{bport}"], load.LOAD_CPU, log))
         load.wait_http(f"http://127.0.0.1:{bport}/")
         registry = load.write_registry(work, bport)
@@ -159,7 +158,7 @@ database = "osb_bench"
 table = "exchanges"
 """)
         env = dict(os.environ, TOKIO_WORKER_THREADS="1")
-        gw = load.spawn([os.path.join(load.ROOT, "target/release/osb-gateway"), "serve", "--config", cfg],
+        gw = load.spawn([gw_bin, "serve", "--config", cfg],
                         load.PROXY_CPU, log, env)
         procs.append(gw)
         base = f"http://127.0.0.1:{port}/private/bench"

@@ -127,7 +127,7 @@ def scenario(name, rate, seconds):
     work = tempfile.mkdtemp(prefix=f"osbgw-faults-{name}-")
     log = open(os.path.join(work, "processes.log"), "w")
     bport, gport = load.free_port(), load.free_port()
-    broker = subprocess.Popen([os.path.join(ROOT, "target/release/examples/bench_broker"), f"127.0.0.1:{bport}"],
+    broker = subprocess.Popen([os.path.join(load.EXAMPLES, "bench_broker"), f"127.0.0.1:{bport}"],
                               stdout=log, stderr=log)
     load.wait_http(f"http://127.0.0.1:{bport}/")
     start_ch, ch_url = clickhouse(work, log)
@@ -190,8 +190,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--scenarios", default="hung,refused")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--bin", "osb-gateway", "--example", "bench_broker"],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    load.build()
     print(f"| scenario | answered | stored | lost | lost within 1 s of the kill | rows | rows with FINAL |")
     print("|---|---|---|---|---|---|---|")
     for name in args.scenarios.split(","):

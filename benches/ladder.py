@@ -120,9 +120,7 @@ def main():
     for tool in ("wrk", "perf"):
         if not shutil.which(tool):
             sys.exit(f"needs {tool}: apt-get install -y wrk linux-perf")
-    subprocess.run(["cargo", "build", "--release", "--bin", "osb-gateway", "--example", "bench_broker",
-                    "--example", "bench_floor"], cwd=load.ROOT, check=True, stdout=subprocess.DEVNULL)
-    rel = os.path.join(load.ROOT, "target/release")
+    gw_bin = load.build()
     rungs = args.rungs.split(",")
     ch_bin = shutil.which("clickhouse-server")
     if "clickhouse" in rungs and not ch_bin:
@@ -135,7 +133,7 @@ def main():
     results, tops = {}, {}
     try:
         bport = load.free_port()
-        procs.append(load.spawn([os.path.join(rel, "examples/bench_broker"), f"127.0.0.1:{bport}"], load.LOAD_CPU, log))
+        procs.append(load.spawn([os.path.join(load.EXAMPLES, "bench_broker"), f"127.0.0.1:{bport}"], load.LOAD_CPU, log))
         load.wait_http(f"http://127.0.0.1:{bport}/")
         ch_url = None
         if "clickhouse" in rungs:
@@ -156,13 +154,13 @@ def main():
             port = load.free_port()
             env = dict(os.environ, TOKIO_WORKER_THREADS="1")
             if rung == "floor":
-                cmd = [os.path.join(rel, "examples/bench_floor"), f"127.0.0.1:{port}", f"127.0.0.1:{bport}"]
+                cmd = [os.path.join(load.EXAMPLES, "bench_floor"), f"127.0.0.1:{port}", f"127.0.0.1:{bport}"]
             else:
                 target = {"off": "gateway-off", "off-info": "gateway-off", "local": "gateway-local",
                           "clickhouse": "gateway-clickhouse"}[rung]
                 cfg = load.write_gateway_config(work, f"{target}@{rung}", port, registry, ch_url,
                                                 "info" if rung == "off-info" else "warn")
-                cmd = [os.path.join(rel, "osb-gateway"), "serve", "--config", cfg]
+                cmd = [gw_bin, "serve", "--config", cfg]
             p = load.spawn(cmd, load.PROXY_CPU, log, env)
             procs.append(p)
             url = f"http://127.0.0.1:{port}/private/bench"

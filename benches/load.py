@@ -34,6 +34,26 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The bench's helper programs (bench_broker, bench_floor), built apart.
+EXAMPLES = os.path.join(ROOT, "target/bench-examples/release/examples")
+
+
+def build():
+    """Builds the gateway as users get it (`cargo build --release`) and the
+    bench's helper programs; the gateway's path.
+
+    NB: the examples are built in their own target directory. Built in one
+    cargo invocation with the gateway, they turned on their
+    dev-dependencies' features in it too (tokio's test-util: a paused-clock
+    check in every clock read), so the binary measured was not the one
+    users run."""
+    subprocess.run(["cargo", "build", "--release", "--bin", "osb-gateway"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cargo", "build", "--release", "--example", "bench_broker", "--example", "bench_floor",
+                    "--target-dir", os.path.join(ROOT, "target/bench-examples")],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(ROOT, "target/release/osb-gateway")
 BASIC = "Basic YnJva2VyOmJyb2tlci1zZWNyZXQ="  # broker:broker-secret
 PLATFORM = "Basic ZGVtbzpkZW1v"  # demo:demo
 HZ = os.sysconf("SC_CLK_TCK")
@@ -324,11 +344,8 @@ def main():
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk: apt-get install -y wrk")
-    subprocess.run(["cargo", "build", "--release", "--bin", "osb-gateway", "--example", "bench_broker",
-                    "--example", "bench_floor"],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    gw_bin = os.path.join(ROOT, "target/release/osb-gateway")
-    broker_bin = os.path.join(ROOT, "target/release/examples/bench_broker")
+    gw_bin = build()
+    broker_bin = os.path.join(EXAMPLES, "bench_broker")
     targets = args.targets.split(",")
     if args.baseline_bin or args.baseline_capture:
         targets += [t + "@baseline" for t in targets if t in ("gateway-off", "gateway-local", "gateway-clickhouse")]
@@ -388,7 +405,7 @@ def main():
             wait_http(f"http://127.0.0.1:{port}/")
         if "hyper-floor" in targets:
             port = free_port()
-            p = spawn([os.path.join(ROOT, "target/release/examples/bench_floor"), f"127.0.0.1:{port}",
+            p = spawn([os.path.join(EXAMPLES, "bench_floor"), f"127.0.0.1:{port}",
                        f"127.0.0.1:{bport}"], PROXY_CPU, log)
             procs.append(p)
             pids["hyper-floor"] = [p.pid]

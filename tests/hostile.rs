@@ -6,47 +6,14 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use support::broker::{full, Broker, Handler};
+use support::broker::Broker;
 use support::client::{self, platform};
 use support::gateway::{Options, TestGateway, ACME_TOKEN, GLOBEX_TOKEN, OPERATOR_TOKEN};
+use support::one_broker::{leaky_broker, REGISTRY};
 use support::{eventually, within};
-
-const REGISTRY: &str = r#"
-locations = ["eu"]
-
-[[platforms]]
-id = "cf-eu"
-customer = "acme"
-username = "cf-eu"
-password_hash = "{HASH}"
-locations = ["eu"]
-
-[[brokers]]
-id = "pg"
-owner = "acme"
-  [brokers.private]
-  endpoint = "{URL}/base"
-  username = "u"
-  password = "env:BROKER_PW"
-  development_mode = true
-"#;
-
-/// A broker that answers every request with credentials, whatever the path.
-fn leaky_broker() -> Handler {
-    Arc::new(|_req| {
-        Box::pin(async {
-            full(
-                200,
-                r#"{"credentials":{"uri":"postgres://u:hunter2@db/x","password":"hunter2"}}"#,
-            )
-        })
-    })
-}
 
 async fn gateway(broker: &Broker) -> TestGateway {
     gateway_over(&REGISTRY.replace("{URL}", &broker.url(""))).await
@@ -532,168 +499,6 @@ async fn broker_ids_that_a_path_would_resolve_are_refused() {
     }
     let (status, text) = register(&gw, &b, "ok.id-1_x~", "name", "n").await;
     assert_eq!(status, 201, "{text}");
-}
-
-/// Reads until the gateway closes the connection; fails after `secs`.
-async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, secs: u64, what: &str) {
-    use tokio::io::AsyncReadExt as _;
-    let mut buf = [0u8; 4096];
-    within(secs, what, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-}
-
-/// One HTTP/1.1 catalog request over a connection from `source`; the
-/// status line.
-async fn catalog_from(gw: &TestGateway, source: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let mut s = socket.connect(gw.addr).await.unwrap();
-    let auth = platform("cf-eu");
-    s.write_all(
-        format!(
-            "GET /private/pg/v2/catalog HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\nX-Broker-API-Version: 2.17\r\nConnection: close\r\n\r\n",
-            auth.to_str().unwrap()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    let _ = within(10, "the answer", s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
-async fn limited_gateway(b: &Broker, listen: &str, tls: bool) -> TestGateway {
-    TestGateway::start(
-        &REGISTRY.replace("{URL}", &b.url("")),
-        Options {
-            listen: listen.into(),
-            tls,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
-#[tokio::test]
-async fn silent_and_idle_connections_are_closed() {
-    use tokio::io::AsyncWriteExt as _;
-    // A broker slower than the keep-alive timeout: its request is in
-    // flight, so its connection is not idle.
-    let slow = Broker::http(Arc::new(|_req| {
-        Box::pin(async {
-            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-            full(200, r#"{"services":[]}"#)
-        })
-    }))
-    .await;
-    let gw = limited_gateway(
-        &slow,
-        "header_read_timeout = \"300ms\"\nkeepalive_timeout = \"500ms\"\n",
-        false,
-    )
-    .await;
-    for (what, bytes) in [
-        ("silence", &b""[..]),
-        ("half an HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
-        (
-            "a request line without headers' end",
-            &b"GET /private/pg/v2/catalog HTTP/1.1\r\nHost: x\r\n"[..],
-        ),
-        ("one byte", &b"G"[..]),
-    ] {
-        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        s.write_all(bytes).await.unwrap();
-        closed_within(&mut s, 5, what).await;
-    }
-    // A request slower than keepalive_timeout is answered ...
-    assert!(catalog_from(&gw, "127.0.0.1").await.contains(" 200 "));
-    // ... and a kept-alive connection with nothing in flight is closed.
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let auth = platform("cf-eu");
-    s.write_all(
-        format!(
-            "GET /private/pg/v2/catalog HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\n\r\n",
-            auth.to_str().unwrap()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    closed_within(&mut s, 10, "an idle kept-alive connection").await;
-}
-
-#[tokio::test]
-async fn silence_after_the_tls_handshake_is_closed() {
-    let b = Broker::http(leaky_broker()).await;
-    let gw = limited_gateway(&b, "header_read_timeout = \"300ms\"\n", true).await;
-    let ca = gw.ca.as_ref().unwrap().pem();
-    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
-        let connector =
-            tokio_rustls::TlsConnector::from(Arc::new(client::tls_config(&ca, &[alpn])));
-        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        let mut tls = connector
-            .connect(
-                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await
-            .unwrap();
-        closed_within(&mut tls, 5, "silence after the handshake").await;
-    }
-    // A TLS handshake that never starts is cut by the same deadline.
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    closed_within(&mut s, 5, "no ClientHello").await;
-}
-
-#[tokio::test]
-async fn one_client_cannot_take_every_connection() {
-    let b = Broker::http(leaky_broker()).await;
-    let gw = limited_gateway(
-        &b,
-        "header_read_timeout = \"30s\"\nmax_connections_per_client = 4\nmax_connections = 6\n",
-        false,
-    )
-    .await;
-    // Four silent connections from one address take its share ...
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
-    }
-    // NB: accepted in order, so the fifth is seen after the four.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let mut fifth = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    closed_within(&mut fifth, 5, "a fifth connection from the same address").await;
-    // ... and a platform elsewhere is still served.
-    assert!(catalog_from(&gw, "127.0.0.2").await.contains(" 200 "));
-    // The global cap: two more from other addresses fill it.
-    let other = |ip: &'static str| async move {
-        let s = tokio::net::TcpSocket::new_v4().unwrap();
-        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-        s.connect(gw.addr).await.unwrap()
-    };
-    held.push(other("127.0.0.3").await);
-    held.push(other("127.0.0.4").await);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let mut over = other("127.0.0.5").await;
-    closed_within(&mut over, 5, "past max_connections").await;
-    // A closed connection gives its place back.
-    held.truncate(3);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(catalog_from(&gw, "127.0.0.1").await.contains(" 200 "));
 }
 
 /// A catalog request from `source` as `user`:`password` over a fresh

@@ -170,8 +170,8 @@ pub struct ListenFile {
     /// a change (default 5s); SIGHUP reloads them at once.
     pub tls_watch_interval: Option<String>,
     /// Limit from accept to a connection's first request headers (TLS
-    /// handshake, protocol detection, HTTP/2 preface included), and on
-    /// reading each request's headers.
+    /// handshake, protocol detection, HTTP/2 preface included), and from
+    /// each later HTTP/1 request's first byte to its last header.
     pub header_read_timeout: Option<String>,
     /// A connection with no request in flight is closed after this long.
     pub keepalive_timeout: Option<String>,

@@ -1,15 +1,17 @@
 //! The listeners both planes run on (the platform proxy and the admin API):
 //! TCP accept, TLS (tokio-rustls, ALPN h2 and http/1.1), HTTP/1.1 and
-//! HTTP/2 through hyper-util's auto builder, and graceful shutdown (stop
-//! accepting, let requests in flight finish within a bound).
+//! HTTP/2 (`protocol`: hyper's own server for the protocol the connection
+//! speaks), and graceful shutdown (stop accepting, let requests in flight
+//! finish within a bound).
 //!
-//! Connection limits (caps, the first-request deadline, the keep-alive
-//! idle timeout) are in `limits`.
+//! Connection limits (caps, the first-request deadline, the header read
+//! and keep-alive idle timeouts) are in `limits`.
 //!
 //! Arrows: uses `body` and `config`; `lib.rs` starts one [`serve`] per
 //! listener with a [`Handler`] (`proxy::Proxy`, `admin::Admin`).
 
 mod limits;
+mod protocol;
 pub mod tls;
 
 pub use tls::{Certificates, Certs};
@@ -19,8 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,7 +28,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxError;
 use crate::config::ConnectionLimits;
-use limits::{Admission, Tracked, Verdict};
+use limits::{Admission, Tracked, Verdict, Watched};
+use protocol::{Proto, Servers};
 
 /// Something that answers HTTP requests: the proxy, or the admin plane.
 pub trait Handler: Clone + Send + Sync + 'static {
@@ -82,8 +83,8 @@ pub struct ServeOptions {
     /// TLS, or `None` for plain text (development mode only; checked by config).
     pub tls: Option<TlsAcceptor>,
     /// Limit from accept to the first request's headers (TLS handshake,
-    /// protocol detection, HTTP/2 preface), and on reading each request's
-    /// headers.
+    /// protocol detection, HTTP/2 preface), and on reading each later
+    /// HTTP/1 request's headers from their first byte.
     pub header_read_timeout: Duration,
     /// Caps and the keep-alive idle timeout.
     pub limits: ConnectionLimits,
@@ -104,18 +105,7 @@ pub async fn serve<H: Handler>(
     opts: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(crate::body::MAX_CONNECTION_BUF)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
+    let servers = Arc::new(Servers::new());
     let graceful = GracefulShutdown::new();
     // NB: the connection tasks are kept, so that at the end of the grace
     // period they are closed here, and the exchanges they carry end (and
@@ -123,7 +113,7 @@ pub async fn serve<H: Handler>(
     // runtime is dropped after it.
     let mut connections = tokio::task::JoinSet::new();
     let admission = Admission::new(opts.limits);
-    let keepalive = opts.limits.keepalive_timeout;
+    let (header_read, keepalive) = (opts.header_read_timeout, opts.limits.keepalive_timeout);
     let mut accept_errors: (u64, Duration) = (0, Duration::ZERO);
     let accept_warned = std::sync::Mutex::new(None);
     loop {
@@ -155,19 +145,19 @@ pub async fn serve<H: Handler>(
         let accepted = tokio::time::Instant::now();
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let servers = servers.clone();
         let handler = handler.clone();
         let tls = opts.tls.clone();
         let first_deadline = accepted + opts.header_read_timeout;
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             let _admitted = (admitted, open);
-            let activity = limits::Activity::new();
+            let activity = limits::Activity::new(header_read, keepalive);
             let svc = {
                 let activity = activity.clone();
-                service_fn(move |req| {
+                service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let handler = handler.clone();
-                    let request = activity.begin();
+                    let request = activity.begin(req.version());
                     async move {
                         let resp = handler.call(req, peer.ip()).await;
                         Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, request)))
@@ -189,10 +179,10 @@ pub async fn serve<H: Handler>(
                         match tokio::time::timeout_at(first_deadline, acceptor.accept(stream)).await
                         {
                             Ok(Ok(tls_stream)) => {
-                                let conn = builder
-                                    .serve_connection(TokioIo::new(tls_stream), svc)
-                                    .into_owned();
-                                watcher.watch(conn).await
+                                let proto =
+                                    Proto::from_alpn(tls_stream.get_ref().1.alpn_protocol());
+                                let io = Watched::new(tls_stream, activity.clone());
+                                servers.serve(io, proto, svc, watcher).await
                             }
                             Ok(Err(e)) => {
                                 stats.handshake_failures.fetch_add(1, Relaxed);
@@ -207,16 +197,15 @@ pub async fn serve<H: Handler>(
                         }
                     }
                     None => {
-                        let conn = builder
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .into_owned();
-                        watcher.watch(conn).await
+                        let proto = Proto::sniff(&stream).await;
+                        let io = Watched::new(stream, activity.clone());
+                        servers.serve(io, proto, svc, watcher).await
                     }
                 }
             };
             tokio::pin!(watched);
             let result = loop {
-                let wake = match activity.check(first_deadline, keepalive) {
+                let wake = match activity.check(first_deadline) {
                     Verdict::Wait(t) => t,
                     Verdict::Close(why) => {
                         tracing::debug!(%peer, why, "connection closed");

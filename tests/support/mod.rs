@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod compat_records;
 pub mod gateway;
+pub mod one_broker;
 pub mod tls;
 
 use std::future::Future;
