@@ -76,7 +76,7 @@ impl Tap {
 
     /// Takes up to `more` bytes from the budget, and room for them.
     fn reserve(&mut self, more: usize) {
-        let granted = self.exchange.capture_tx().reserve_body(more);
+        let granted = self.exchange.reserve_body(more);
         self.reserved += granted;
         if self.reserved > self.bytes.capacity() {
             // NB: a body of unknown length grows by doubling, never past
@@ -90,6 +90,16 @@ impl Tap {
     fn observe(&mut self, data: &Bytes) {
         self.seen += data.len() as u64;
         if self.cut || data.is_empty() {
+            return;
+        }
+        if self.reserved > self.bytes.len() && self.exchange.over_share() {
+            // NB: another platform was refused while this one holds more
+            // than its share: what this body reserved and has not filled
+            // goes back now, and it keeps what it has (`budget`).
+            self.exchange.release_body(self.reserved - self.bytes.len());
+            self.reserved = self.bytes.len();
+            self.cut = true;
+            self.exchange.capture_tx().count_cut_body();
             return;
         }
         let want = data.len().min(self.cap - self.bytes.len());
@@ -114,9 +124,7 @@ impl Tap {
         let kept = bytes.len();
         // NB: what was reserved but not filled (a body shorter than its
         // head said, or cut off) goes back now.
-        self.exchange
-            .capture_tx()
-            .release_body(self.reserved - kept);
+        self.exchange.release_body(self.reserved - kept);
         self.reserved = 0;
         let data = BodyData {
             truncated: self.seen > kept as u64,
@@ -132,7 +140,7 @@ impl Drop for Tap {
     /// Gives back a reservation not handed to the exchange (a tap dropped
     /// unfinished; `finish` hands it over and leaves 0).
     fn drop(&mut self) {
-        self.exchange.capture_tx().release_body(self.reserved);
+        self.exchange.release_body(self.reserved);
     }
 }
 

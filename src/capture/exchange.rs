@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::body::Tap;
+use super::budget::Account;
 use super::record::{BodyData, Outcome, RawExchange};
 use super::CaptureTx;
 use crate::metrics::RouteStats;
@@ -107,6 +108,9 @@ pub struct Exchange {
     /// Body bytes held here against the in-flight budget, given back when
     /// the record goes to the queue.
     reserved: AtomicUsize,
+    /// Its platform's part of the in-flight budget, entered at its first
+    /// reservation (exchanges whose bodies keep nothing never enter).
+    account: OnceLock<Arc<Account>>,
 }
 
 impl Exchange {
@@ -136,6 +140,7 @@ impl Exchange {
             request_body: OnceLock::new(),
             response_body: OnceLock::new(),
             reserved: AtomicUsize::new(0),
+            account: OnceLock::new(),
         }
     }
 
@@ -157,6 +162,34 @@ impl Exchange {
     /// The capture queue this exchange goes to.
     pub(crate) fn capture_tx(&self) -> &CaptureTx {
         &self.tx
+    }
+
+    /// This exchange's platform's budget account (entered now, at the
+    /// first reservation: its routing is known by then).
+    fn account(&self) -> &Account {
+        self.account.get_or_init(|| {
+            let platform = self.routing.get().and_then(|r| r.platform.as_deref());
+            self.tx.enter_budget(platform)
+        })
+    }
+
+    /// Reserves up to `want` bytes of the in-flight budget for one of this
+    /// exchange's bodies ([`CaptureTx::reserve_body`]).
+    pub(crate) fn reserve_body(&self, want: usize) -> usize {
+        self.tx.reserve_body(self.account(), want)
+    }
+
+    /// Gives back bytes from [`reserve_body`](Self::reserve_body).
+    pub(crate) fn release_body(&self, bytes: usize) {
+        if bytes > 0 {
+            self.tx.release_body(self.account(), bytes);
+        }
+    }
+
+    /// Whether this exchange's platform holds more than its share of a
+    /// starved budget: its taps give back what they have not filled.
+    pub(crate) fn over_share(&self) -> bool {
+        self.account.get().is_some_and(|a| self.tx.over_share(a))
     }
 
     /// Records the response head sent to the platform.
@@ -204,7 +237,7 @@ impl Exchange {
         if slot.set((data, end)).is_ok() {
             self.reserved.fetch_add(reserved, Relaxed);
         } else {
-            self.tx.release_body(reserved);
+            self.release_body(reserved);
         }
     }
 
@@ -296,7 +329,10 @@ impl Drop for Exchange {
             error = (!error.is_empty()).then_some(error.as_str()),
             "exchange"
         );
-        self.tx.release_body(*self.reserved.get_mut());
+        if let Some(account) = self.account.get() {
+            self.tx.release_body(account, *self.reserved.get_mut());
+            self.tx.leave_budget(account);
+        }
         if !self.tx.enabled() {
             return;
         }

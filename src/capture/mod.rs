@@ -14,6 +14,7 @@
 //! Arrows: `capture` uses `store` and `osb`; `proxy` uses `capture`.
 
 pub mod body;
+mod budget;
 pub mod exchange;
 pub mod metrics;
 mod pipeline;
@@ -33,6 +34,7 @@ pub use record::{CaptureRecord, Outcome, RawExchange};
 
 use crate::config::CaptureConfig;
 use crate::store::segments::Segments;
+use budget::{Account, Budget};
 use redact::Redactor;
 
 /// Where a running pipeline keeps its files.
@@ -66,8 +68,8 @@ struct TxInner {
     tx: Option<mpsc::UnboundedSender<Queued>>,
     limit: u64,
     max_body: usize,
-    /// Bound of `metrics.inflight_bytes`.
-    inflight_limit: u64,
+    /// Bounds `metrics.inflight_bytes`, shared between platforms.
+    budget: Budget,
     instance: String,
     metrics: Arc<CaptureMetrics>,
     redactor: Arc<Redactor>,
@@ -133,7 +135,7 @@ impl CaptureTx {
             // NB: nothing is tapped through a disabled sender (its
             // `max_body` is 0); a tap made by hand (the benches) keeps up to
             // its own cap, as before the budget.
-            inflight_limit: u64::MAX,
+            budget: Budget::new(u64::MAX),
             instance: instance.to_string(),
             metrics: Arc::default(),
             redactor: Arc::default(),
@@ -157,23 +159,33 @@ impl CaptureTx {
         self.0.max_body
     }
 
+    /// The budget account of `platform`, entered by one exchange more
+    /// (the exchange leaves it when it ends; see [`budget`](self::budget)).
+    pub(crate) fn enter_budget(&self, platform: Option<&str>) -> Arc<Account> {
+        self.0.budget.enter(platform)
+    }
+
+    /// One exchange of `account` ended.
+    pub(crate) fn leave_budget(&self, account: &Account) {
+        self.0.budget.leave(account)
+    }
+
     /// Reserves up to `want` bytes of the budget all exchanges in flight
-    /// share for the bodies they keep (`capture.inflight_max_bytes`);
-    /// returns how many were granted, 0 once it is spent. One
-    /// compare-and-swap, no lock; a tap asks once per body whose length it
-    /// knows, else once per frame it keeps. Give them back with
-    /// [`release_body`](Self::release_body).
-    pub(crate) fn reserve_body(&self, want: usize) -> usize {
-        let limit = self.0.inflight_limit;
-        let metrics = &self.0.metrics;
-        match metrics
-            .inflight_bytes
-            .fetch_update(Relaxed, Relaxed, |cur| {
-                (cur < limit).then(|| cur + (want as u64).min(limit - cur))
-            }) {
-            Ok(before) => (want as u64).min(limit - before) as usize,
-            Err(_) => 0,
-        }
+    /// share for the bodies they keep (`capture.inflight_max_bytes`), for
+    /// `account`; returns how many were granted, 0 once it (or the
+    /// account's share) is spent. One compare-and-swap, no lock; a tap
+    /// asks once per body whose length it knows, else once per frame it
+    /// keeps. Give them back with [`release_body`](Self::release_body).
+    pub(crate) fn reserve_body(&self, account: &Account, want: usize) -> usize {
+        self.0
+            .budget
+            .reserve(&self.0.metrics.inflight_bytes, account, want)
+    }
+
+    /// Whether `account` should give back what it reserved and has not
+    /// filled (the budget is starved and it holds more than its share).
+    pub(crate) fn over_share(&self, account: &Account) -> bool {
+        self.0.budget.over_share(account)
     }
 
     /// Counts a body kept shorter than the cap because the budget ran out.
@@ -182,13 +194,10 @@ impl CaptureTx {
     }
 
     /// Gives back bytes from [`reserve_body`](Self::reserve_body).
-    pub(crate) fn release_body(&self, bytes: usize) {
-        if bytes > 0 {
-            self.0
-                .metrics
-                .inflight_bytes
-                .fetch_sub(bytes as u64, Relaxed);
-        }
+    pub(crate) fn release_body(&self, account: &Account, bytes: usize) {
+        self.0
+            .budget
+            .release(&self.0.metrics.inflight_bytes, account, bytes)
     }
 
     /// Says that the shutdown grace period is over: exchanges ending from
@@ -440,7 +449,7 @@ impl CaptureHandle {
             tx: Some(tx),
             limit: cfg.queue_max_bytes as u64,
             max_body: cfg.max_body_bytes,
-            inflight_limit: cfg.inflight_max_bytes as u64,
+            budget: Budget::new(cfg.inflight_max_bytes as u64),
             instance: instance.to_string(),
             metrics: metrics.clone(),
             redactor: redactor.clone(),
@@ -525,24 +534,7 @@ pub fn load(c: &AtomicU64) -> u64 {
 fn with_budget(limit: u64, max_body: usize) -> CaptureTx {
     let tx = CaptureTx::disabled("test");
     let mut inner = Arc::try_unwrap(tx.0).ok().expect("a fresh queue");
-    inner.inflight_limit = limit;
+    inner.budget = Budget::new(limit);
     inner.max_body = max_body;
     CaptureTx(Arc::new(inner))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_in_flight_budget_grants_what_is_left() {
-        let tx = with_budget(100, 0);
-        assert_eq!(tx.reserve_body(40), 40);
-        assert_eq!(tx.reserve_body(70), 60, "a partial grant up to the bound");
-        assert_eq!(tx.reserve_body(1), 0, "spent");
-        assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
-        tx.release_body(40);
-        assert_eq!(tx.reserve_body(40), 40, "what was given back");
-        assert_eq!(load(&tx.0.metrics.inflight_bytes), 100);
-    }
 }
