@@ -2,7 +2,7 @@
 """The cost ladder: where the gateway's CPU per request goes, piece by piece,
 next to the hyper floor, in one run.
 
-    python3 benches/ladder.py [--duration 5] [--conns 64] [--workload catalog]
+    python3 benches/ladder.py [--duration 5] [--conns 64] [--workload catalog|provision|1mb]
                               [--rungs floor,off,off-info,local,clickhouse]
 
 Each rung is one proxy under the same wrk load as benches/load.py (proxy on
@@ -110,7 +110,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--workload", choices=["catalog", "provision"], default="catalog")
+    ap.add_argument("--workload", choices=["catalog", "provision", "1mb"], default="catalog")
     ap.add_argument("--rungs", default="floor,off,off-info,local,clickhouse")
     ap.add_argument("--top", type=int, default=0, metavar="N",
                     help="also list each rung's N costliest leaf functions (self time, us/req)")
@@ -147,8 +147,10 @@ def main():
         registry = load.write_registry(work, bport)
         if args.workload == "catalog":
             path, body = "/v2/catalog", None
-        else:
+        elif args.workload == "provision":
             path, body = "/v2/service_instances/inst-1?accepts_incomplete=true", load.provision_body(2048)
+        else:
+            path, body = "/v2/service_instances/inst-big", load.provision_body(1 << 20)
         script = load.lua(work, "ladder", "GET" if body is None else "PUT", load.PLATFORM, body)
         for rung in rungs:
             port = load.free_port()
