@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::broker::{full, Broker};
 use support::client::{self, platform};
 use support::gateway::{Options, TestGateway};
-use support::one_broker::{leaky_broker, REGISTRY};
+use support::one_broker::{leaky_broker, registry};
 use support::within;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -57,7 +57,7 @@ async fn catalog_from(gw: &TestGateway, source: &str) -> String {
 
 async fn limited_gateway(b: &Broker, listen: &str, tls: bool) -> TestGateway {
     TestGateway::start(
-        &REGISTRY.replace("{URL}", &b.url("")),
+        &registry(&b.url("")),
         Options {
             listen: listen.into(),
             tls,

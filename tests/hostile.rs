@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use support::broker::Broker;
 use support::client::{self, platform};
 use support::gateway::{Options, TestGateway, ACME_TOKEN, GLOBEX_TOKEN, OPERATOR_TOKEN};
-use support::one_broker::{leaky_broker, REGISTRY};
+use support::one_broker::{leaky_broker, registry};
 use support::{eventually, within};
 
 async fn gateway(broker: &Broker) -> TestGateway {
-    gateway_over(&REGISTRY.replace("{URL}", &broker.url(""))).await
+    gateway_over(&registry(&broker.url(""))).await
 }
 
 /// A development-mode gateway over `registry`, with a secret key (the
@@ -682,7 +682,7 @@ async fn owners_cannot_point_brokers_at_metadata_the_gateway_itself_or_private_n
     let b = Broker::http(leaky_broker()).await;
     // Production mode with its default policy (no network allowed).
     let gw = TestGateway::start(
-        &REGISTRY.replace("{URL}", "https://broker.invalid"),
+        &registry("https://broker.invalid"),
         Options {
             tls: true,
             tables:
@@ -759,7 +759,7 @@ async fn owners_cannot_point_brokers_at_metadata_the_gateway_itself_or_private_n
 async fn an_operator_can_open_a_private_network_for_private_registrations() {
     let b = Broker::http(leaky_broker()).await;
     let gw = TestGateway::start(
-        &REGISTRY.replace("{URL}", &b.url("")),
+        &registry(&b.url("")),
         Options {
             tls: true,
             tables: "[upstream]\nprivate_allow_networks = [\"127.0.0.0/8\"]\n".into(),
@@ -834,7 +834,7 @@ async fn passwords_in_endpoint_urls_are_never_echoed() {
     let b = Broker::http(leaky_broker()).await;
     // At start (and so in `config check` and reload warnings) ...
     let refused = TestGateway::start(
-        &REGISTRY.replace("{URL}", "http://u:hunter2@127.0.0.1:9"),
+        &registry("http://u:hunter2@127.0.0.1:9"),
         Options::default(),
     )
     .await

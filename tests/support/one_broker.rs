@@ -4,28 +4,24 @@
 use std::sync::Arc;
 
 use super::broker::{full, Handler};
+use super::gateway::CF_EU_REGISTRY_HEAD;
 
-/// The registry: `{URL}` is the broker's base URL (`{HASH}` is filled by
-/// the test gateway).
-pub const REGISTRY: &str = r#"
-locations = ["eu"]
-
-[[platforms]]
-id = "cf-eu"
-customer = "acme"
-username = "cf-eu"
-password_hash = "{HASH}"
-locations = ["eu"]
-
+/// The registry, with the broker at `url` (`{HASH}` is filled by the
+/// test gateway).
+pub fn registry(url: &str) -> String {
+    format!(
+        r#"{CF_EU_REGISTRY_HEAD}
 [[brokers]]
 id = "pg"
 owner = "acme"
   [brokers.private]
-  endpoint = "{URL}/base"
+  endpoint = "{url}/base"
   username = "u"
   password = "env:BROKER_PW"
   development_mode = true
-"#;
+"#
+    )
+}
 
 /// A broker that answers every request with credentials, whatever the path.
 pub fn leaky_broker() -> Handler {
