@@ -127,6 +127,12 @@ export function logsScreen(box, params) {
       tbody.append(logRow(r));
     }
     next = page.next;
+    // NB: the observer says only when the sentinel comes into view; on a
+    // screen taller than a page of rows it never leaves it, so look again
+    // once the rows are laid out.
+    requestAnimationFrame(() => {
+      if (next && alive && sentinel.getBoundingClientRect().top < innerHeight + 400) more();
+    });
     info.textContent = shown.size
       ? `${shown.size} exchange${shown.size === 1 ? '' : 's'}${next ? ', more below' : ''}; newest first.`
       : 'No exchange matches.';
