@@ -149,7 +149,7 @@ impl Budget {
         }
         account.bytes.fetch_sub(bytes as u64, Relaxed);
         let before = total.fetch_sub(bytes as u64, Relaxed);
-        if before - bytes as u64 <= self.limit / 2 && self.starved.load(Relaxed) {
+        if before.saturating_sub(bytes as u64) <= self.limit / 2 && self.starved.load(Relaxed) {
             self.starved.store(false, Relaxed);
         }
     }

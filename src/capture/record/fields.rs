@@ -358,6 +358,35 @@ mod tests {
     }
 
     #[test]
+    fn hostile_long_bodies_cost_one_pass_and_read_what_the_tree_reads() {
+        // A megabyte of quotes (thousands of empty strings), of escapes in
+        // one string, of a lone backslash run, and of an unclosed string.
+        let n = LONG_STRING * 16;
+        let bodies: Vec<Vec<u8>> = vec![
+            "\"".repeat(n).into(),
+            format!(r#"{{"service_id":"s","note":"{}"}}"#, r#"\""#.repeat(n / 2)).into(),
+            format!(r#"{{"service_id":"s","note":"{}"#, "\\".repeat(n)).into(),
+            format!(r#"{{"service_id":"s","note":"{}"#, "x".repeat(n)).into(),
+            format!(r#"[{}]"#, r#""x","#.repeat(n / 4) + r#""x""#).into(),
+        ];
+        for body in &bodies {
+            let tree: Option<Value> = serde_json::from_slice(body).ok();
+            let want = tree
+                .as_ref()
+                .and_then(|v| v.get("service_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let r: RequestFields = pick(body);
+            assert_eq!(
+                r.service_id,
+                want,
+                "{}",
+                String::from_utf8_lossy(&body[..30])
+            );
+        }
+    }
+
+    #[test]
     fn previous_plan_id_only_from_an_object() {
         let r: RequestFields = pick(br#"{"previous_values":{"plan_id":"old","x":[1]}}"#);
         assert_eq!(r.previous_plan_id.as_deref(), Some("old"));
