@@ -24,6 +24,7 @@ per request: no routing, authentication, capture or timeouts.
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -173,7 +174,7 @@ catalog_refresh = "0s"
     return path
 
 
-def write_gateway_config(work, target, port, registry, ch_url, log_level, capture=None, extra=""):
+def write_gateway_config(work, target, port, registry, ch_url, log_level, capture=None, extra="", admin_port=None):
     """The gateway's file for `target` (gateway-off, gateway-local or
     gateway-clickhouse, optionally with an @suffix; or any name, with the
     `capture` table's keys given; `extra`: more keys of [capture]); its path."""
@@ -196,7 +197,7 @@ refresh = false
 [log]
 level = "{log_level}"
 [admin]
-enabled = false
+{f'address = "127.0.0.1:{admin_port}"' if admin_port else "enabled = false"}
 [capture]
 {extra}
 {capture}
@@ -253,6 +254,24 @@ def clickhouse_summary(target, ch_url, sent):
             f"({' + '.join(tables)}, all workloads, after OPTIMIZE FINAL)")
     print(line, file=sys.stderr)
     return line
+
+
+def capture_counters(target, admin_port):
+    """The gateway's own capture counters after the runs (its /metrics):
+    records captured, bodies cut by the in-flight budget, records whose
+    bodies were shed by the queue's byte bound, records dropped."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10).read().decode()
+    except OSError as e:
+        return f"{target}: no metrics ({e})"
+    got = {}
+    for line in text.splitlines():
+        m = re.match(r"osb_gateway_capture_(captured|bodies_cut|bodies_shed|dropped)_total (\d+)", line)
+        if m:
+            got[m.group(1)] = int(m.group(2))
+    return (f"{target}: {got.get('captured', 0)} records captured, {got.get('bodies_cut', 0)} bodies cut by "
+            f"capture.inflight_max_bytes, {got.get('bodies_shed', 0)} records shed their bodies "
+            f"(capture.queue_max_bytes), {got.get('dropped', 0)} dropped (the gateway's own counters)")
 
 
 def clickhouse_config(chdir):
@@ -388,6 +407,7 @@ def main():
         registry = write_registry(work, bport)
         urls = {"direct": f"http://127.0.0.1:{bport}"}
         pids = {}
+        admins = {}
         env = dict(os.environ, TOKIO_WORKER_THREADS="1")
         for t in targets:
             if not t.startswith("gateway"):
@@ -395,8 +415,9 @@ def main():
             port = free_port()
             kind = t.split("@")[0]
             baseline = t.endswith("@baseline")
+            admins[t] = free_port()
             cfg = write_gateway_config(work, t, port, registry, ch_servers.get(t, (None,))[0], args.log,
-                                       extra=args.baseline_capture if baseline else "")
+                                       extra=args.baseline_capture if baseline else "", admin_port=admins[t])
             binary = (args.baseline_bin or gw_bin) if baseline else gw_bin
             p = spawn([binary, "serve", "--config", cfg], PROXY_CPU, log, env)
             procs.append(p)
@@ -521,6 +542,7 @@ backend broker
                               file=sys.stderr, flush=True)
         rss = {t: status_kb(pids[t], "VmHWM") for t in pids}
         lost_lines = [clickhouse_summary(t, url, sent[t]) for t, (url, _) in ch_servers.items()]
+        lost_lines += [capture_counters(t, admins[t]) for t in admins if not t.startswith("gateway-off")]
 
         def med(vals, i):
             v = [x[i] for x in vals if x[i] is not None]

@@ -937,14 +937,7 @@ async fn a_restarted_gateway_replays_its_spool() {
 #[tokio::test]
 async fn a_blocked_sink_and_a_full_queue_never_delay_proxied_requests() {
     // A "ClickHouse" that accepts connections and never answers.
-    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = black_hole.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((s, _)) = black_hole.accept().await {
-            conns.push(s);
-        }
-    });
+    let (port, held) = support::black_hole().await;
     let b = Broker::http(answer(200, r#"{"services":[]}"#)).await;
     let tables = with_clickhouse(
         &format!("http://127.0.0.1:{port}"),

@@ -76,7 +76,7 @@ impl Tap {
 
     /// Takes up to `more` bytes from the budget, and room for them.
     fn reserve(&mut self, more: usize) {
-        let granted = self.exchange.reserve_body(more);
+        let granted = self.exchange.reserve_body(more, self.reserved);
         self.reserved += granted;
         if self.reserved > self.bytes.capacity() {
             // NB: a body of unknown length grows by doubling, never past
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_claimed_length_holds_no_budget_until_bytes_come() {
-        let tx = with_budget(1 << 20, 1 << 20);
+        let tx = with_budget(2 << 20, 1 << 20);
         let ex = Arc::new(Exchange::new(&tx, http::Method::PUT, "/", "", "r".into()));
         let claims = |frames: Vec<Bytes>| Claims {
             claimed: 1 << 20,

@@ -174,9 +174,10 @@ impl Exchange {
     }
 
     /// Reserves up to `want` bytes of the in-flight budget for one of this
-    /// exchange's bodies ([`CaptureTx::reserve_body`]).
-    pub(crate) fn reserve_body(&self, want: usize) -> usize {
-        self.tx.reserve_body(self.account(), want)
+    /// exchange's bodies, which holds `holding` already
+    /// ([`CaptureTx::reserve_body`]).
+    pub(crate) fn reserve_body(&self, want: usize, holding: usize) -> usize {
+        self.tx.reserve_body(self.account(), want, holding)
     }
 
     /// Gives back bytes from [`reserve_body`](Self::reserve_body).

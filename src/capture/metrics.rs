@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Upper bounds of the insert-latency histogram buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
 
-/// Counters of the capture pipeline. All are monotonic except the two `_bytes` gauges.
+/// Counters of the capture pipeline. All are monotonic except the three `_bytes` gauges.
 #[derive(Debug, Default)]
 pub struct CaptureMetrics {
     /// Records handed to the pipeline.
@@ -22,14 +22,20 @@ pub struct CaptureMetrics {
     pub dead_lettered: AtomicU64,
     /// Records lost: could not even be spooled (disk full or unwritable).
     pub dropped: AtomicU64,
-    /// Records whose captured bodies were left out because the queue and
-    /// the spool's backlog were both full (the record itself is kept).
+    /// Records whose captured bodies were left out because the finished
+    /// records in memory held `capture.queue_max_bytes` (the record itself
+    /// is kept).
     pub bodies_shed: AtomicU64,
     /// Bodies whose kept prefix was cut short because the exchanges in
     /// flight already held `capture.inflight_max_bytes` of body data.
     pub bodies_cut: AtomicU64,
-    /// Bytes waiting in the in-memory queue.
+    /// Bytes waiting in the in-memory queue (and, during a slow insert,
+    /// being moved from it to the spool).
     pub queue_bytes: AtomicU64,
+    /// Bytes of records sent straight to the spool (the pipeline behind),
+    /// not written yet. With `queue_bytes`, bounded by
+    /// `capture.queue_max_bytes`.
+    pub spool_pending_bytes: AtomicU64,
     /// Body bytes kept by exchanges still streaming.
     pub inflight_bytes: AtomicU64,
     /// Failed insert attempts (each batch retried later from the spool).
@@ -87,7 +93,7 @@ impl CaptureMetrics {
             (
                 "bodies_shed",
                 &self.bodies_shed,
-                "Records stored without their bodies to keep memory bounded.",
+                "Records stored without their bodies because finished records in memory held capture.queue_max_bytes.",
             ),
             (
                 "bodies_cut",
@@ -127,6 +133,11 @@ impl CaptureMetrics {
                 "queue_bytes",
                 &self.queue_bytes,
                 "Bytes waiting in the capture queue.",
+            ),
+            (
+                "spool_pending_bytes",
+                &self.spool_pending_bytes,
+                "Bytes of records sent straight to the spool, not written yet (with queue_bytes, at most capture.queue_max_bytes).",
             ),
             (
                 "inflight_bytes",

@@ -69,6 +69,12 @@ fn record_of(inner: &TxInner, q: Queued) -> Arc<CaptureRecord> {
         .metrics
         .queue_bytes
         .fetch_sub(q.weight as u64, Relaxed);
+    record_held(inner, q)
+}
+
+/// [`record_of`], still counted in the queue's bytes (the caller gives
+/// its weight back).
+fn record_held(inner: &TxInner, q: Queued) -> Arc<CaptureRecord> {
     let mut record = q.raw.into_record(&inner.redactor);
     if let Some(enrich) = inner.enricher.get() {
         enrich(&mut record);
@@ -385,17 +391,21 @@ impl Pipeline {
                         if inner.spool_is_full() {
                             continue;
                         }
+                        // NB: they stay counted in the queue's bytes until
+                        // they are on disk: the queue took more meanwhile,
+                        // and memory grew past its bound.
                         let mut queued: Vec<Arc<CaptureRecord>> = Vec::new();
                         let mut weight = 0;
                         while let Ok(q) = rx.try_recv() {
                             weight += q.weight;
-                            queued.push(record_of(inner, q));
+                            queued.push(record_held(inner, q));
                         }
                         if !queued.is_empty() {
                             let job = (inner.clone(), queued.clone());
                             let on_disk = tokio::task::spawn_blocking(move || job.0.spool_copy(&job.1))
                                 .await
                                 .unwrap_or(0);
+                            inner.metrics.queue_bytes.fetch_sub(weight as u64, Relaxed);
                             if on_disk < queued.len() {
                                 // Not lost: they wait in the next batch (the
                                 // weight is an estimate once some are on disk).

@@ -224,7 +224,7 @@ pub struct CaptureConfig {
     /// bodies are forwarded whole and recorded as truncated (bounds memory
     /// whatever the number of connections).
     pub inflight_max_bytes: usize,
-    /// Bound of the in-memory queue, in bytes; past it records go straight to the spool.
+    /// Bound of finished records in memory, in bytes (the queue, at most half of it, and records on their way to the spool); past it records are kept without their bodies.
     pub queue_max_bytes: usize,
     /// Extra header names whose values are redacted.
     pub secret_headers: Vec<String>,

@@ -98,3 +98,18 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// A server on a loopback port that accepts connections and never answers
+/// (a hung ClickHouse): its port, and the task holding the connections
+/// (abort it to close them).
+pub async fn black_hole() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            conns.push(s);
+        }
+    });
+    (port, held)
+}
