@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod browser;
+pub mod capture;
 pub mod chdb;
 pub mod clickhouse;
 pub mod client;
