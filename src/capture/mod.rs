@@ -369,10 +369,6 @@ impl TxInner {
         let Some(spool) = &self.spool else {
             return 0;
         };
-        let payloads: Vec<Vec<u8>> = records
-            .iter()
-            .map(|r| serde_json::to_vec(&**r).expect("records serialize"))
-            .collect();
         // NB: segments are sealed at 16 MiB as well as on each replay tick,
         // so a replay never reads more than that (plus one append) at once.
         const SEGMENT_BYTES: u64 = 16 << 20;
@@ -382,24 +378,32 @@ impl TxInner {
         // chunks of about APPEND_CHUNK bytes, so a disk with room for half
         // a batch keeps that half (one append of a whole 1 s batch of
         // catalog records was refused whole by a tmpfs with 256 KiB left).
+        // Each chunk is encoded just before its append, and the segment is
+        // sealed as soon as it is full: encoding a whole slow batch and the
+        // queue drained with it first held their JSON (tens of MB of 1 MB
+        // bodies) beside the records, and the seal after the last chunk let
+        // one segment grow by all of it, which a replay then read whole.
         const APPEND_CHUNK: usize = 64 << 10;
         let mut written = 0usize;
         let mut failure = None;
-        {
-            let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-            while written < payloads.len() {
-                let mut end = written;
-                let mut bytes = 0;
-                while end < payloads.len() && (end == written || bytes < APPEND_CHUNK) {
-                    bytes += payloads[end].len();
-                    end += 1;
-                }
-                if let Err(e) = spool.append(payloads[written..end].iter().map(Vec::as_slice)) {
-                    failure = Some(e);
+        let mut chunk: Vec<Vec<u8>> = Vec::new();
+        while written < records.len() {
+            chunk.clear();
+            let mut bytes = 0;
+            for r in &records[written..] {
+                if !chunk.is_empty() && bytes >= APPEND_CHUNK {
                     break;
                 }
-                written = end;
+                let payload = serde_json::to_vec(&**r).expect("records serialize");
+                bytes += payload.len();
+                chunk.push(payload);
             }
+            let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = spool.append(chunk.iter().map(Vec::as_slice)) {
+                failure = Some(e);
+                break;
+            }
+            written += chunk.len();
             if let Some((_, bytes, _)) = spool.open_segment() {
                 if bytes >= SEGMENT_BYTES {
                     if let Err(e) = spool.seal() {
@@ -412,7 +416,7 @@ impl TxInner {
         let Some(e) = failure else {
             return written;
         };
-        let lost = (payloads.len() - written) as u64;
+        let lost = (records.len() - written) as u64;
         if lost_on_failure {
             self.metrics.dropped.fetch_add(lost, Relaxed);
         }
@@ -556,4 +560,44 @@ fn with_budget(limit: u64, max_body: usize) -> CaptureTx {
     inner.budget = Budget::new(limit);
     inner.max_body = max_body;
     CaptureTx(Arc::new(inner))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One large spool write (a slow batch, the queue drained with it)
+    /// seals its segments as they fill: none grows far past 16 MiB, so a
+    /// replay never reads more than that at once.
+    #[test]
+    fn a_large_spool_write_seals_segments_as_they_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = CaptureTx::disabled("test");
+        let mut inner = Arc::try_unwrap(tx.0).ok().expect("a fresh queue");
+        let segments = Segments::open(dir.path()).unwrap();
+        inner.spool = Some(Arc::new(Mutex::new(segments)));
+        let record = Arc::new(CaptureRecord {
+            request_body: "b".repeat(1 << 20),
+            ..Default::default()
+        });
+        let records = vec![record; 40];
+        assert_eq!(inner.spool_copy(&records), 40);
+        let spool = inner.spool.as_ref().unwrap().lock().unwrap();
+        let all = spool.all().unwrap();
+        assert!(all.len() >= 3, "{} segments", all.len());
+        for s in all {
+            assert!(
+                s.bytes <= (17 << 20) + (1 << 20),
+                "a segment of {} bytes",
+                s.bytes
+            );
+        }
+        let read: usize = spool
+            .all()
+            .unwrap()
+            .iter()
+            .map(|s| crate::store::segments::read(&s.path).unwrap().records.len())
+            .sum();
+        assert_eq!(read, 40, "every record on disk once");
+    }
 }
