@@ -38,7 +38,7 @@ use arc_swap::ArcSwap;
 
 /// A body whose whole reservation stays within this many bytes is small:
 /// it may use the part of the budget large bodies may not.
-pub(crate) const SMALL_BODY: usize = 64 * 1024;
+const SMALL_BODY: usize = 64 * 1024;
 
 /// One platform's part of the budget.
 #[derive(Debug, Default)]

@@ -17,6 +17,7 @@ pub mod body;
 mod budget;
 pub mod exchange;
 pub mod metrics;
+mod overflow;
 mod pipeline;
 pub mod record;
 pub mod redact;
@@ -35,6 +36,7 @@ pub use record::{CaptureRecord, Outcome, RawExchange};
 use crate::config::CaptureConfig;
 use crate::store::segments::Segments;
 use budget::{Account, Budget};
+use overflow::{shed_bodies, Overflow};
 use redact::Redactor;
 
 /// Where a running pipeline keeps its files.
@@ -85,27 +87,6 @@ struct TxInner {
     enricher: std::sync::OnceLock<Enricher>,
     /// Records waiting to be spooled, and whether a drain job runs.
     overflow: Overflow,
-}
-
-/// The overflow path's queue: pushes never lock; one job on the blocking
-/// pool drains it in batches (one spool append each), instead of one
-/// blocking task per record (hundreds of threads, each with its own malloc
-/// arena, under a sustained overflow of large bodies).
-struct Overflow {
-    tx: std::sync::mpsc::Sender<RawExchange>,
-    rx: Mutex<std::sync::mpsc::Receiver<RawExchange>>,
-    running: AtomicBool,
-}
-
-impl Default for Overflow {
-    fn default() -> Self {
-        let (tx, rx) = std::sync::mpsc::channel();
-        Overflow {
-            tx,
-            rx: Mutex::new(rx),
-            running: AtomicBool::new(false),
-        }
-    }
 }
 
 /// Adds what the capture pipeline cannot know itself to each record before
@@ -255,89 +236,9 @@ impl CaptureTx {
             self.overflow(q.raw);
         }
     }
-
-    /// Pipeline behind, memory bound reached, or pipeline gone: redact and
-    /// spool on the blocking pool.
-    fn overflow(&self, raw: RawExchange) {
-        let weight = raw.weight() as u64;
-        self.0
-            .metrics
-            .spool_pending_bytes
-            .fetch_add(weight, Relaxed);
-        if self.0.overflow.tx.send(raw).is_err() {
-            return;
-        }
-        if self.0.overflow.running.swap(true, SeqCst) {
-            return; // a drain job runs and will take it
-        }
-        let inner = self.0.clone();
-        let job = move || inner.drain_overflow();
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn_blocking(job);
-            }
-            Err(_) => job(),
-        }
-    }
-}
-
-/// Leaves a record's bodies out (their sizes stay; `truncated` says so).
-fn shed_bodies(raw: &mut RawExchange) {
-    for body in [&mut raw.request_body, &mut raw.response_body] {
-        body.truncated |= !body.bytes.is_empty();
-        body.bytes = Vec::new();
-    }
 }
 
 impl TxInner {
-    /// Spools overflowed records in batches until none is left.
-    fn drain_overflow(&self) {
-        // NB: bounded in bytes too: 256 records of 1 MB bodies, plus their
-        // JSON, made a 0.5 GB batch.
-        const BATCH: usize = 256;
-        const BATCH_BYTES: usize = 8 << 20;
-        loop {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            {
-                let rx = self.overflow.rx.lock().unwrap_or_else(|p| p.into_inner());
-                while batch.len() < BATCH && bytes < BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(r) => {
-                            bytes += r.weight();
-                            batch.push(r);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if batch.is_empty() {
-                    self.overflow.running.store(false, SeqCst);
-                    // NB: a record pushed between the last try_recv and the
-                    // store above saw `running` still set: take it here.
-                    match rx.try_recv() {
-                        Ok(r) => {
-                            self.overflow.running.store(true, SeqCst);
-                            bytes += r.weight();
-                            batch.push(r);
-                        }
-                        Err(_) => return,
-                    }
-                }
-            }
-            let records: Vec<Arc<CaptureRecord>> = batch
-                .into_iter()
-                .map(|raw| Arc::new(raw.into_record(&self.redactor)))
-                .collect();
-            for r in &records {
-                self.publish(r);
-            }
-            self.spool_records(&records);
-            self.metrics
-                .spool_pending_bytes
-                .fetch_sub(bytes as u64, Relaxed);
-        }
-    }
-
     /// Publishes a record on the live feed, if anyone is tailing.
     ///
     /// NB: a broadcast channel keeps its last `capacity` values until they
@@ -348,87 +249,6 @@ impl TxInner {
         if self.feed.receiver_count() > 0 {
             let _ = self.feed.send(record.clone());
         }
-    }
-
-    /// Appends records to the spool (blocking I/O: call off the reactor);
-    /// records that could not be written are lost, and counted.
-    fn spool_records(&self, records: &[Arc<CaptureRecord>]) {
-        self.append_spool(records, true);
-    }
-
-    /// Appends a copy of records that are also still in memory (a batch
-    /// whose insert is slow); a failure loses nothing, so counts nothing.
-    /// How many of them, from the first, are on disk.
-    fn spool_copy(&self, records: &[Arc<CaptureRecord>]) -> usize {
-        self.append_spool(records, false)
-    }
-
-    /// Appends `records` in order; returns how many, from the first, are
-    /// on disk (the rest are dropped and counted if `lost_on_failure`).
-    fn append_spool(&self, records: &[Arc<CaptureRecord>], lost_on_failure: bool) -> usize {
-        let Some(spool) = &self.spool else {
-            return 0;
-        };
-        // NB: segments are sealed at 16 MiB as well as on each replay tick,
-        // so a replay never reads more than that (plus one append) at once.
-        const SEGMENT_BYTES: u64 = 16 << 20;
-        // NB: an append is all or nothing (segments::Segments::append), so
-        // a failed one lost exactly its records, and a failed seal after a
-        // good append lost none: the records are on disk. Appends go in
-        // chunks of about APPEND_CHUNK bytes, so a disk with room for half
-        // a batch keeps that half (one append of a whole 1 s batch of
-        // catalog records was refused whole by a tmpfs with 256 KiB left).
-        // Each chunk is encoded just before its append, and the segment is
-        // sealed as soon as it is full: encoding a whole slow batch and the
-        // queue drained with it first held their JSON (tens of MB of 1 MB
-        // bodies) beside the records, and the seal after the last chunk let
-        // one segment grow by all of it, which a replay then read whole.
-        const APPEND_CHUNK: usize = 64 << 10;
-        let mut written = 0usize;
-        let mut failure = None;
-        let mut chunk: Vec<Vec<u8>> = Vec::new();
-        while written < records.len() {
-            chunk.clear();
-            let mut bytes = 0;
-            for r in &records[written..] {
-                if !chunk.is_empty() && bytes >= APPEND_CHUNK {
-                    break;
-                }
-                let payload = serde_json::to_vec(&**r).expect("records serialize");
-                bytes += payload.len();
-                chunk.push(payload);
-            }
-            let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = spool.append(chunk.iter().map(Vec::as_slice)) {
-                failure = Some(e);
-                break;
-            }
-            written += chunk.len();
-            if let Some((_, bytes, _)) = spool.open_segment() {
-                if bytes >= SEGMENT_BYTES {
-                    if let Err(e) = spool.seal() {
-                        tracing::warn!(error = %e, "cannot seal a spool segment; its records are kept");
-                    }
-                }
-            }
-        }
-        self.metrics.spooled.fetch_add(written as u64, Relaxed);
-        let Some(e) = failure else {
-            return written;
-        };
-        let lost = (records.len() - written) as u64;
-        if lost_on_failure {
-            self.metrics.dropped.fetch_add(lost, Relaxed);
-        }
-        if !self.spool_full.swap(true, Relaxed) {
-            tracing::error!(error = %e, records = lost, "cannot write the capture spool: records are being lost (see osb_gateway_capture_dropped_total); the store is probed every 250 ms meanwhile");
-        }
-        written
-    }
-
-    /// Whether a spool append failed since the store last answered.
-    fn spool_is_full(&self) -> bool {
-        self.spool_full.load(Relaxed)
     }
 }
 
@@ -560,44 +380,4 @@ fn with_budget(limit: u64, max_body: usize) -> CaptureTx {
     inner.budget = Budget::new(limit);
     inner.max_body = max_body;
     CaptureTx(Arc::new(inner))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One large spool write (a slow batch, the queue drained with it)
-    /// seals its segments as they fill: none grows far past 16 MiB, so a
-    /// replay never reads more than that at once.
-    #[test]
-    fn a_large_spool_write_seals_segments_as_they_fill() {
-        let dir = tempfile::tempdir().unwrap();
-        let tx = CaptureTx::disabled("test");
-        let mut inner = Arc::try_unwrap(tx.0).ok().expect("a fresh queue");
-        let segments = Segments::open(dir.path()).unwrap();
-        inner.spool = Some(Arc::new(Mutex::new(segments)));
-        let record = Arc::new(CaptureRecord {
-            request_body: "b".repeat(1 << 20),
-            ..Default::default()
-        });
-        let records = vec![record; 40];
-        assert_eq!(inner.spool_copy(&records), 40);
-        let spool = inner.spool.as_ref().unwrap().lock().unwrap();
-        let all = spool.all().unwrap();
-        assert!(all.len() >= 3, "{} segments", all.len());
-        for s in all {
-            assert!(
-                s.bytes <= (17 << 20) + (1 << 20),
-                "a segment of {} bytes",
-                s.bytes
-            );
-        }
-        let read: usize = spool
-            .all()
-            .unwrap()
-            .iter()
-            .map(|s| crate::store::segments::read(&s.path).unwrap().records.len())
-            .sum();
-        assert_eq!(read, 40, "every record on disk once");
-    }
 }
