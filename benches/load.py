@@ -205,6 +205,18 @@ level = "{log_level}"
     return cfg
 
 
+# Where a body's size, cut flag and hash are in the `details` column
+# (src/store/clickhouse/details.rs): request, then response; as ClickHouse
+# string literals (each backslash doubled).
+_D = r"^\[1,\d+,\w+,\d+,\w+,\d+,\w+,"
+DETAILS_BODY_RE = [
+    tuple(x.replace("\\", "\\\\") for x in row) for row in (
+        (r"^\[1,(\d+),", r"^\[1,\d+,(\w+),", _D + r'"(\w*)"'),
+        (r"^\[1,\d+,\w+,(\d+),", r"^\[1,\d+,\w+,\d+,(\w+),", _D + r'"\w*","(\w*)"'),
+    )
+]
+
+
 def clickhouse_summary(target, ch_url, sent):
     """After the runs: records lost, bodies cut and bytes per record in
     the ClickHouse server of `target` (which saw `sent` responses)."""
@@ -227,7 +239,20 @@ def clickhouse_summary(target, ch_url, sent):
     # in the bodies table (a baseline gateway from before 2026-12 kept it
     # in the row: the join then finds nothing and `inline` is its length).
     has_bodies = ch("EXISTS TABLE osb_load.exchanges_bodies") == "1"
-    if has_bodies:
+    has_details = ch("SELECT count() FROM system.columns WHERE database = 'osb_load'"
+                     " AND table = 'exchanges' AND name = 'details'") == "1"
+    if has_details:
+        # NB: sizes, cut flags and hashes open the `details` array (18.16 has
+        # no JSON functions); a body in the row is under 64 bytes, so one cut
+        # there is short of its size whatever its length.
+        sides = " UNION ALL ".join(
+            f"SELECT extract(details, '{t}') = 'true' AS t, toUInt64(extract(details, '{size}')) AS size, "
+            f"0 AS inline, toFixedString(unhex(extract(details, '{h}')), 16) AS hash FROM osb_load.exchanges FINAL"
+            for size, t, h in DETAILS_BODY_RE)
+        cut = int(ch(f"SELECT count() FROM ({sides}) ANY LEFT JOIN "
+                     "(SELECT hash, length(body) AS kept FROM osb_load.exchanges_bodies LIMIT 1 BY hash) USING hash "
+                     "WHERE t AND greatest(inline, kept) < least(size, 1048576)"))
+    elif has_bodies:
         sides = " UNION ALL ".join(
             f"SELECT {s}_body_truncated AS t, {s}_body_size AS size, length({s}_body) AS inline, "
             f"{s}_body_hash AS hash FROM osb_load.exchanges FINAL" for s in ("request", "response"))

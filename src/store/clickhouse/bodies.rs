@@ -40,6 +40,8 @@ use crate::store::CaptureRecord;
 pub const HASHED_FROM: usize = 64;
 /// A stored body is written again after this long (see the module doc).
 pub const REFRESH: Duration = Duration::from_secs(3600);
+/// The hashes of a record's request and response bodies.
+pub type Hashes = [[u8; 16]; 2];
 /// The hash of "no body here" (the text is in the row, or there is none).
 pub const NO_HASH: [u8; 16] = [0; 16];
 /// Bodies remembered, at most: their count and their bytes.

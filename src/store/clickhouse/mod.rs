@@ -1,4 +1,5 @@
-//! ClickHouse: the table's columns and DDL (`schema`), each body once by
+//! ClickHouse: the table's columns and DDL (`schema`), the fields no search
+//! reads packed in one column (`details`), each body once by
 //! content hash (`bodies`), the tables on a cluster (`cluster`), the
 //! batch writer (`writer`), the reader for searches (`reader`) and usage
 //! aggregates (`usage`), and what they share: the nodes and failover
@@ -7,6 +8,7 @@
 
 pub mod bodies;
 pub mod cluster;
+pub mod details;
 mod nodes;
 pub mod reader;
 pub mod schema;
@@ -79,6 +81,12 @@ pub(crate) fn exception_code(msg: &str) -> Option<u32> {
 /// writer creates them with the first batch): nothing stored yet.
 fn not_created_yet(e: &clickhouse::error::Error) -> bool {
     exception_code(&e.to_string()).is_some_and(|c| MISSING_SCHEMA_CODES.contains(&c))
+}
+
+/// Whether an error says a column the query names is not in the table
+/// (16 in an insert, 47 in a `SELECT`).
+fn missing_column(e: &clickhouse::error::Error) -> bool {
+    exception_code(&e.to_string()).is_some_and(|c| c == 16 || c == 47)
 }
 
 pub(crate) fn classify(e: clickhouse::error::Error) -> SinkError {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::bodies::{self, BodyRow};
 use super::nodes::Nodes;
-use super::not_created_yet;
-use super::schema::ExchangeRow;
+use super::schema::{ExchangeRow, LegacyRow};
+use super::{missing_column, not_created_yet};
 use crate::config::ClickHouseConfig;
 use crate::store::query::usage::{Usage, UsageQuery};
 use crate::store::query::{
@@ -260,26 +260,22 @@ impl NodeReader {
     }
 
     pub(crate) async fn get(&self, id: Uuid) -> Result<Option<CaptureRecord>, ReadError> {
-        let q = self
-            .client
-            .query(&format!(
-                "SELECT ?fields FROM {} WHERE id = toUUID(?) LIMIT 1",
-                self.table
-            ))
-            .bind(id.to_string());
+        let q = self.by_id(id);
         // NB: a cursor, because a row type with a lifetime is read borrowed.
         let first = async {
             let mut rows = q.fetch::<ExchangeRow<'_>>()?;
-            Ok::<_, clickhouse::error::Error>(rows.next().await?.map(|row| {
-                let hashes = [row.request_body_hash, row.response_body_hash];
-                (CaptureRecord::from(row), hashes)
-            }))
+            Ok::<_, clickhouse::error::Error>(rows.next().await?.map(ExchangeRow::into_record))
         };
         let (mut record, hashes) = match first.await {
-            Ok(Some(found)) => found,
+            Ok(Some(Ok(found))) => found,
+            Ok(Some(Err(e))) => return Err(format!("record {id}: {e}")),
             Ok(None) => return Ok(None),
             Err(e) if not_created_yet(&e) => return Ok(None),
             Err(e) => return Err(format!("ClickHouse read failed: {e}")),
+        };
+        let hashes = match hashes {
+            Some(h) => h,
+            None => self.legacy(id, &mut record).await?,
         };
         if hashes != [bodies::NO_HASH; 2] {
             // NB: a bodies table dropped by hand loses the bodies, not the
@@ -307,6 +303,34 @@ impl NodeReader {
             }
         }
         Ok(Some(record))
+    }
+
+    /// `SELECT ?fields` of the row `id` (one copy of it).
+    fn by_id(&self, id: Uuid) -> clickhouse::query::Query {
+        self.client
+            .query(&format!(
+                "SELECT ?fields FROM {} WHERE id = toUUID(?) LIMIT 1",
+                self.table
+            ))
+            .bind(id.to_string())
+    }
+
+    /// The fields of a row written before `details`, from the columns it
+    /// kept them in (a table made before 2026-12-07 keeps them: see
+    /// `schema::LEGACY_COLUMNS`). Where they were dropped by hand, the
+    /// record shows without them, its bodies marked truncated.
+    async fn legacy(&self, id: Uuid, r: &mut CaptureRecord) -> Result<bodies::Hashes, ReadError> {
+        let q = self.by_id(id);
+        match q.fetch_optional::<LegacyRow>().await {
+            Ok(Some(old)) => Ok(old.fill(r)),
+            Ok(None) => Ok([bodies::NO_HASH; 2]),
+            Err(e) if missing_column(&e) => {
+                r.request_body_truncated = true;
+                r.response_body_truncated = true;
+                Ok([bodies::NO_HASH; 2])
+            }
+            Err(e) => Err(format!("ClickHouse read failed: {e}")),
+        }
     }
 
     /// The bodies stored under `hashes` (one row each, whichever copy).

@@ -16,16 +16,19 @@
 
 use std::borrow::Cow;
 
+use clickhouse::Row as _;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::bodies;
+use super::{bodies, details};
 use crate::store::CaptureRecord;
 
 /// Declares the table's columns once: `name: RustType => "ClickHouse type"`.
 macro_rules! exchange_columns {
     ($( $(#[$attr:meta])* $name:ident : $ty:ty => $ch:literal ),* $(,)?) => {
-        /// One row of the exchanges table, in table order. Borrowed from a
+        /// One row of the exchanges table, in table order: the columns
+        /// searches, summaries and aggregates read, and the rest of the
+        /// record in [`details`](super::details). Borrowed from a
         /// [`CaptureRecord`] to insert, owned (`ExchangeRow<'static>`) when
         /// read back.
         #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
@@ -44,16 +47,13 @@ exchange_columns! {
     received_at: u32 => "DateTime",
     received_at_us: i64 => "Int64",
     duration_us: u64 => "UInt64",
-    ttfb_us: u64 => "UInt64",
     gateway: Cow<'a, str> => "String",
     platform: Cow<'a, str> => "String",
     location: Cow<'a, str> => "String",
     broker: Cow<'a, str> => "String",
     customer: Cow<'a, str> => "String",
-    upstream_url: Cow<'a, str> => "String",
     method: Cow<'a, str> => "String",
     path: Cow<'a, str> => "String",
-    query: Cow<'a, str> => "String",
     operation: Cow<'a, str> => "String",
     service_id: Cow<'a, str> => "String",
     plan_id: Cow<'a, str> => "String",
@@ -61,32 +61,110 @@ exchange_columns! {
     plan_name: Cow<'a, str> => "String",
     instance_id: Cow<'a, str> => "String",
     binding_id: Cow<'a, str> => "String",
-    accepts_incomplete: u8 => "UInt8",
-    broker_operation: Cow<'a, str> => "String",
     state: Cow<'a, str> => "String",
     description: Cow<'a, str> => "String",
-    api_version: Cow<'a, str> => "String",
-    originating_platform: Cow<'a, str> => "String",
-    originating_user: Cow<'a, str> => "String",
     request_id: Cow<'a, str> => "String",
     status: u16 => "UInt16",
     outcome: Cow<'a, str> => "String",
     error: Cow<'a, str> => "String",
-    request_header_names: Vec<Cow<'a, str>> => "Array(String)",
-    request_header_values: Vec<Cow<'a, str>> => "Array(String)",
-    response_header_names: Vec<Cow<'a, str>> => "Array(String)",
-    response_header_values: Vec<Cow<'a, str>> => "Array(String)",
-    request_body: Cow<'a, str> => "String",
-    request_body_size: u64 => "UInt64",
-    request_body_truncated: u8 => "UInt8",
-    response_body: Cow<'a, str> => "String",
-    response_body_size: u64 => "UInt64",
-    response_body_truncated: u8 => "UInt8",
-    // NB: bodies of `bodies::HASHED_FROM` bytes or more are in the bodies
-    // table under this hash, and the text column is empty (zero: the text
-    // is in the row).
-    request_body_hash: [u8; 16] => "FixedString(16)",
-    response_body_hash: [u8; 16] => "FixedString(16)",
+    details: Cow<'a, str> => "String",
+}
+
+/// The columns of a table made by a gateway before 2026-12-07, in its
+/// order: one per field. Such a table keeps them (its older rows are in
+/// them, and `details` empty); it gains `details` and the columns it
+/// lacked, and its new rows leave these empty (see the README to drop
+/// them once the older rows have aged out).
+pub const LEGACY_COLUMNS: &[(&str, &str)] = &[
+    ("id", "UUID"),
+    ("received_at", "DateTime"),
+    ("received_at_us", "Int64"),
+    ("duration_us", "UInt64"),
+    ("ttfb_us", "UInt64"),
+    ("gateway", "String"),
+    ("platform", "String"),
+    ("location", "String"),
+    ("broker", "String"),
+    ("customer", "String"),
+    ("upstream_url", "String"),
+    ("method", "String"),
+    ("path", "String"),
+    ("query", "String"),
+    ("operation", "String"),
+    ("service_id", "String"),
+    ("plan_id", "String"),
+    ("service_name", "String"),
+    ("plan_name", "String"),
+    ("instance_id", "String"),
+    ("binding_id", "String"),
+    ("accepts_incomplete", "UInt8"),
+    ("broker_operation", "String"),
+    ("state", "String"),
+    ("description", "String"),
+    ("api_version", "String"),
+    ("originating_platform", "String"),
+    ("originating_user", "String"),
+    ("request_id", "String"),
+    ("status", "UInt16"),
+    ("outcome", "String"),
+    ("error", "String"),
+    ("request_header_names", "Array(String)"),
+    ("request_header_values", "Array(String)"),
+    ("response_header_names", "Array(String)"),
+    ("response_header_values", "Array(String)"),
+    ("request_body", "String"),
+    ("request_body_size", "UInt64"),
+    ("request_body_truncated", "UInt8"),
+    ("response_body", "String"),
+    ("response_body_size", "UInt64"),
+    ("response_body_truncated", "UInt8"),
+    ("request_body_hash", "FixedString(16)"),
+    ("response_body_hash", "FixedString(16)"),
+];
+
+/// What an older row keeps outside today's columns (the columns of
+/// [`LEGACY_COLUMNS`] that [`COLUMNS`] lacks), read when its `details` is
+/// empty.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+#[allow(missing_docs)]
+pub struct LegacyRow {
+    pub ttfb_us: u64,
+    pub upstream_url: String,
+    pub query: String,
+    pub accepts_incomplete: u8,
+    pub broker_operation: String,
+    pub api_version: String,
+    pub originating_platform: String,
+    pub originating_user: String,
+    pub request_header_names: Vec<String>,
+    pub request_header_values: Vec<String>,
+    pub response_header_names: Vec<String>,
+    pub response_header_values: Vec<String>,
+    pub request_body: String,
+    pub request_body_size: u64,
+    pub request_body_truncated: u8,
+    pub response_body: String,
+    pub response_body_size: u64,
+    pub response_body_truncated: u8,
+    pub request_body_hash: [u8; 16],
+    pub response_body_hash: [u8; 16],
+}
+
+/// The columns a table with `existing` columns is brought to: today's
+/// [`COLUMNS`], or for a table made before them, [`LEGACY_COLUMNS`] and
+/// `details`.
+fn wanted(existing: &[String]) -> Vec<(&'static str, &'static str)> {
+    let legacy = existing
+        .iter()
+        .any(|e| LegacyRow::COLUMN_NAMES.contains(&e.as_str()));
+    match legacy {
+        false => COLUMNS.to_vec(),
+        true => LEGACY_COLUMNS
+            .iter()
+            .chain(COLUMNS.iter().filter(|(n, _)| *n == "details"))
+            .copied()
+            .collect(),
+    }
 }
 
 /// `CREATE TABLE` for the exchanges table (base schema, 18.16-compatible).
@@ -94,10 +172,24 @@ pub fn create_table_sql(database: &str, table: &str) -> String {
     table_sql(&format!("{database}.{table}"), "ReplacingMergeTree()")
 }
 
+/// `CREATE TABLE` of the exchanges table as gateways before 2026-12-07
+/// made it ([`LEGACY_COLUMNS`]): for the tests of the migration.
+pub fn legacy_table_sql(database: &str, table: &str) -> String {
+    columns_sql(
+        &format!("{database}.{table}"),
+        "ReplacingMergeTree()",
+        LEGACY_COLUMNS,
+    )
+}
+
 /// `CREATE TABLE` of the exchanges columns as `target` (`db.t`, maybe
 /// with `ON CLUSTER c`) with `engine`.
 pub(super) fn table_sql(target: &str, engine: &str) -> String {
-    let columns: Vec<String> = COLUMNS
+    columns_sql(target, engine, COLUMNS)
+}
+
+fn columns_sql(target: &str, engine: &str, columns: &[(&str, &str)]) -> String {
+    let columns: Vec<String> = columns
         .iter()
         .map(|(name, ty)| format!("    {name} {ty}"))
         .collect();
@@ -123,13 +215,14 @@ pub fn migration_sql(
 /// [`migration_sql`] for `target` (`db.t`, maybe with `ON CLUSTER c`).
 pub(super) fn alter_sql(target: &str, existing: &[String]) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    for (i, (name, ty)) in COLUMNS.iter().enumerate() {
+    let wanted = wanted(existing);
+    for (i, (name, ty)) in wanted.iter().enumerate() {
         if existing.iter().any(|e| e == name) {
             continue;
         }
         let place = match i {
             0 => String::new(),
-            _ => format!(" AFTER {}", COLUMNS[i - 1].0),
+            _ => format!(" AFTER {}", wanted[i - 1].0),
         };
         out.push((
             *name,
@@ -211,36 +304,22 @@ pub fn supports_ttl(version: (u32, u32)) -> bool {
 // === impl ExchangeRow ===
 
 impl<'a> ExchangeRow<'a> {
-    /// The row of `r` whose bodies with a hash in `hashes` (request,
-    /// response; [`bodies::NO_HASH`]: none) are in the bodies table.
-    pub fn new(r: &'a CaptureRecord, hashes: [[u8; 16]; 2]) -> Self {
-        let body = |s: &'a String, h: [u8; 16]| match h == bodies::NO_HASH {
-            true => Cow::Borrowed(s.as_str()),
-            false => Cow::Borrowed(""),
-        };
-        let split = |h: &'a [(String, String)]| -> (Vec<Cow<'a, str>>, Vec<Cow<'a, str>>) {
-            h.iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
-                .unzip()
-        };
+    /// The row of `r`, its [`details`] already encoded (by
+    /// [`details::encode`], into a buffer the writer keeps).
+    pub fn new(r: &'a CaptureRecord, details: &'a str) -> Self {
         let b = |s: &'a String| Cow::Borrowed(s.as_str());
-        let (qn, qv) = split(&r.request_headers);
-        let (sn, sv) = split(&r.response_headers);
         ExchangeRow {
             id: r.id,
             received_at: (r.received_at_us / 1_000_000).clamp(0, u32::MAX as i64) as u32,
             received_at_us: r.received_at_us,
             duration_us: r.duration_us,
-            ttfb_us: r.ttfb_us,
             gateway: b(&r.gateway),
             platform: b(&r.platform),
             location: b(&r.location),
             broker: b(&r.broker),
             customer: b(&r.customer),
-            upstream_url: b(&r.upstream_url),
             method: b(&r.method),
             path: b(&r.path),
-            query: b(&r.query),
             operation: b(&r.operation),
             service_id: b(&r.service_id),
             plan_id: b(&r.plan_id),
@@ -248,37 +327,24 @@ impl<'a> ExchangeRow<'a> {
             plan_name: b(&r.plan_name),
             instance_id: b(&r.instance_id),
             binding_id: b(&r.binding_id),
-            accepts_incomplete: r.accepts_incomplete as u8,
-            broker_operation: b(&r.broker_operation),
             state: b(&r.state),
             description: b(&r.description),
-            api_version: b(&r.api_version),
-            originating_platform: b(&r.originating_platform),
-            originating_user: b(&r.originating_user),
             request_id: b(&r.request_id),
             status: r.status,
             outcome: b(&r.outcome),
             error: b(&r.error),
-            request_header_names: qn,
-            request_header_values: qv,
-            response_header_names: sn,
-            response_header_values: sv,
-            request_body: body(&r.request_body, hashes[0]),
-            request_body_size: r.request_body_size,
-            request_body_truncated: r.request_body_truncated as u8,
-            response_body: body(&r.response_body, hashes[1]),
-            response_body_size: r.response_body_size,
-            response_body_truncated: r.response_body_truncated as u8,
-            request_body_hash: hashes[0],
-            response_body_hash: hashes[1],
+            details: Cow::Borrowed(details),
         }
     }
-}
 
-/// The record of a row, its hashed bodies still empty (the reader fills
-/// them from the bodies table).
-impl From<ExchangeRow<'_>> for CaptureRecord {
-    fn from(r: ExchangeRow<'_>) -> Self {
+    /// The record of a row and the hashes of its bodies in the bodies
+    /// table (still empty in the record: the reader fills them), or `None`
+    /// for the hashes when the row is older than `details` (the reader
+    /// then reads its [`LegacyRow`]).
+    ///
+    /// # Errors
+    /// When `details` is not understood (written by a newer gateway).
+    pub fn into_record(self) -> Result<(CaptureRecord, Option<bodies::Hashes>), String> {
         // NB: destructured without `..`: a new column does not compile
         // until it is read back here.
         let ExchangeRow {
@@ -286,16 +352,13 @@ impl From<ExchangeRow<'_>> for CaptureRecord {
             received_at: _,
             received_at_us,
             duration_us,
-            ttfb_us,
             gateway,
             platform,
             location,
             broker,
             customer,
-            upstream_url,
             method,
             path,
-            query,
             operation,
             service_id,
             plan_id,
@@ -303,50 +366,25 @@ impl From<ExchangeRow<'_>> for CaptureRecord {
             plan_name,
             instance_id,
             binding_id,
-            accepts_incomplete,
-            broker_operation,
             state,
             description,
-            api_version,
-            originating_platform,
-            originating_user,
             request_id,
             status,
             outcome,
             error,
-            request_header_names,
-            request_header_values,
-            response_header_names,
-            response_header_values,
-            request_body,
-            request_body_size,
-            request_body_truncated,
-            response_body,
-            response_body_size,
-            response_body_truncated,
-            request_body_hash: _,
-            response_body_hash: _,
-        } = r;
-        let zip = |n: Vec<Cow<'_, str>>, v: Vec<Cow<'_, str>>| {
-            n.into_iter()
-                .zip(v)
-                .map(|(n, v)| (n.into_owned(), v.into_owned()))
-                .collect()
-        };
-        CaptureRecord {
+            details,
+        } = self;
+        let mut r = CaptureRecord {
             id,
             received_at_us,
             duration_us,
-            ttfb_us,
             gateway: gateway.into_owned(),
             platform: platform.into_owned(),
             location: location.into_owned(),
             broker: broker.into_owned(),
             customer: customer.into_owned(),
-            upstream_url: upstream_url.into_owned(),
             method: method.into_owned(),
             path: path.into_owned(),
-            query: query.into_owned(),
             operation: operation.into_owned(),
             service_id: service_id.into_owned(),
             plan_id: plan_id.into_owned(),
@@ -354,33 +392,51 @@ impl From<ExchangeRow<'_>> for CaptureRecord {
             plan_name: plan_name.into_owned(),
             instance_id: instance_id.into_owned(),
             binding_id: binding_id.into_owned(),
-            accepts_incomplete: accepts_incomplete != 0,
-            broker_operation: broker_operation.into_owned(),
             state: state.into_owned(),
             description: description.into_owned(),
-            api_version: api_version.into_owned(),
-            originating_platform: originating_platform.into_owned(),
-            originating_user: originating_user.into_owned(),
             request_id: request_id.into_owned(),
             status,
             outcome: outcome.into_owned(),
             error: error.into_owned(),
-            request_headers: zip(request_header_names, request_header_values),
-            response_headers: zip(response_header_names, response_header_values),
-            request_body: request_body.into_owned(),
-            request_body_size,
-            request_body_truncated: request_body_truncated != 0,
-            response_body: response_body.into_owned(),
-            response_body_size,
-            response_body_truncated: response_body_truncated != 0,
+            ..CaptureRecord::default()
+        };
+        if details.is_empty() {
+            return Ok((r, None));
         }
+        let hashes = details::decode(&details, &mut r)?;
+        Ok((r, Some(hashes)))
+    }
+}
+
+impl LegacyRow {
+    /// Fills what an older row keeps in its own columns into `r`, and
+    /// returns the body hashes ([`bodies::NO_HASH`] where the text is in
+    /// the row).
+    pub fn fill(self, r: &mut CaptureRecord) -> bodies::Hashes {
+        let zip = |n: Vec<String>, v: Vec<String>| n.into_iter().zip(v).collect();
+        r.ttfb_us = self.ttfb_us;
+        r.upstream_url = self.upstream_url;
+        r.query = self.query;
+        r.accepts_incomplete = self.accepts_incomplete != 0;
+        r.broker_operation = self.broker_operation;
+        r.api_version = self.api_version;
+        r.originating_platform = self.originating_platform;
+        r.originating_user = self.originating_user;
+        r.request_headers = zip(self.request_header_names, self.request_header_values);
+        r.response_headers = zip(self.response_header_names, self.response_header_values);
+        r.request_body = self.request_body;
+        r.request_body_size = self.request_body_size;
+        r.request_body_truncated = self.request_body_truncated != 0;
+        r.response_body = self.response_body;
+        r.response_body_size = self.response_body_size;
+        r.response_body_truncated = self.response_body_truncated != 0;
+        [self.request_body_hash, self.response_body_hash]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clickhouse::Row as _;
 
     #[test]
     fn the_ddl_the_row_and_the_summary_name_the_same_columns() {
@@ -395,8 +451,20 @@ mod tests {
             "{ddl}"
         );
         assert!(
-            ddl.contains("response_body_hash FixedString(16)\n) ENGINE = ReplacingMergeTree()"),
+            ddl.contains("    details String\n) ENGINE = ReplacingMergeTree()"),
             "{ddl}"
+        );
+        let legacy: Vec<&str> = LEGACY_COLUMNS.iter().map(|(n, _)| *n).collect();
+        for c in names.iter().filter(|c| **c != "details") {
+            assert!(legacy.contains(c), "{c} was a column before details");
+        }
+        for c in LegacyRow::COLUMN_NAMES {
+            assert!(legacy.contains(c) && !names.contains(c), "{c}");
+        }
+        assert_eq!(
+            names.len() - 1 + LegacyRow::COLUMN_NAMES.len(),
+            legacy.len(),
+            "every older column is read by either row"
         );
     }
 
@@ -406,16 +474,28 @@ mod tests {
         r.request_headers = vec![("x-a".into(), "1".into()), ("x-b".into(), "2".into())];
         r.accepts_incomplete = true;
         r.response_body_truncated = true;
-        let row = ExchangeRow::new(&r, [bodies::NO_HASH; 2]);
+        r.gateway = "gw-1".into();
+        let mut buf = Vec::new();
+        details::encode(&r, [bodies::NO_HASH; 2], &mut buf);
+        let row = ExchangeRow::new(&r, std::str::from_utf8(&buf).unwrap());
         assert_eq!(row.received_at, 1_700_000_000);
-        assert_eq!(CaptureRecord::from(row), r);
-        r.response_body = "x".repeat(100);
-        let row = ExchangeRow::new(&r, [bodies::NO_HASH, [7; 16]]);
         assert_eq!(
-            (row.response_body.as_ref(), row.response_body_hash),
-            ("", [7; 16]),
+            row.into_record().unwrap(),
+            (r.clone(), Some([bodies::NO_HASH; 2]))
+        );
+        r.response_body = "x".repeat(100);
+        details::encode(&r, [bodies::NO_HASH, [7; 16]], &mut buf);
+        let row = ExchangeRow::new(&r, std::str::from_utf8(&buf).unwrap());
+        let (back, hashes) = row.into_record().unwrap();
+        assert_eq!(
+            (back.response_body.as_str(), hashes),
+            ("", Some([bodies::NO_HASH, [7; 16]])),
             "a hashed body is not in the row"
         );
+        let older = ExchangeRow::new(&r, "");
+        assert_eq!(older.into_record().unwrap().1, None, "an older row");
+        let bad = ExchangeRow::new(&r, "[9]");
+        assert!(bad.into_record().unwrap_err().contains("version 9"));
     }
 
     #[test]
@@ -425,10 +505,22 @@ mod tests {
             migration_sql("db", "t", &all).is_empty(),
             "a current table needs nothing"
         );
-        let older: Vec<String> = all
+        let newer: Vec<String> = all.iter().filter(|n| *n != "error").cloned().collect();
+        let sql: Vec<String> = migration_sql("db", "t", &newer)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(
+            sql,
+            ["ALTER TABLE db.t ADD COLUMN error String AFTER outcome"]
+        );
+        // A table of one column per field, as gateways before `details`
+        // made it (and older ones without `ttfb_us` and `error`): it keeps
+        // that layout, gains what it lacked, and `details` last.
+        let older: Vec<String> = LEGACY_COLUMNS
             .iter()
-            .filter(|n| *n != "ttfb_us" && *n != "error")
-            .cloned()
+            .map(|(n, _)| n.to_string())
+            .filter(|n| n != "ttfb_us" && n != "error")
             .collect();
         let sql: Vec<String> = migration_sql("db", "t", &older)
             .into_iter()
@@ -439,6 +531,7 @@ mod tests {
             [
                 "ALTER TABLE db.t ADD COLUMN ttfb_us UInt64 AFTER duration_us",
                 "ALTER TABLE db.t ADD COLUMN error String AFTER outcome",
+                "ALTER TABLE db.t ADD COLUMN details String AFTER response_body_hash",
             ]
         );
     }

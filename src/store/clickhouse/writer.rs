@@ -19,6 +19,7 @@ use clickhouse::Client;
 
 use super::bodies::{self, BodyRow, Stored};
 use super::cluster::{self, Layout};
+use super::details;
 use super::nodes::Nodes;
 use super::schema::{create_sql, parse_version, supports_ttl, upgrade_sql, Change, ExchangeRow};
 use super::{classify, exception_code, MISSING_SCHEMA_CODES, SCHEMA_BEHIND_CODES};
@@ -235,8 +236,12 @@ impl ClickHouseWriter {
                     .await?;
                 // NB: no yields needed here: the pipeline has a thread and
                 // a runtime of its own (capture::CaptureHandle::start).
+                // NB: one buffer for every row's details.
+                let mut buf = Vec::with_capacity(1024);
                 for (r, h) in rows.iter().zip(&plan.hashes) {
-                    ins.write(&ExchangeRow::new(r, *h)).await?;
+                    details::encode(r, *h, &mut buf);
+                    let text = std::str::from_utf8(&buf).expect("JSON is UTF-8");
+                    ins.write(&ExchangeRow::new(r, text)).await?;
                 }
                 ins.end().await
             };
