@@ -539,3 +539,41 @@ async fn a_table_made_by_an_older_gateway_is_migrated_on_both_engines() {
     let names: Vec<String> = names.into_iter().collect();
     assert!(schema::upgrade_sql((26, 9), "osb_compat", "legacy", &names, None).is_empty());
 }
+
+#[tokio::test]
+async fn an_older_row_whose_columns_were_dropped_still_shows_and_bad_details_are_refused() {
+    let old = ClickHouse::start().await;
+    let new = Chdb::start();
+    // Today's table, with a row as an older gateway wrote it (its fields
+    // in columns an operator has since dropped: `details` empty), and a
+    // row whose `details` no gateway wrote.
+    let rows = "INSERT INTO osb_compat.dropped (id, received_at, received_at_us, broker, operation, status, instance_id, details) VALUES \
+                ('00000000-0000-0000-0000-0000000000bb', toDateTime(1793490000), 1793490000000000, 'pg', 'BIND', 201, 'i-old', ''), \
+                ('00000000-0000-0000-0000-0000000000cc', toDateTime(1793490001), 1793490001000000, 'pg', 'BIND', 201, 'i-bad', '[7,\"x\"]')";
+    for (what, url) in [("18.16", old.url()), ("today", new.url())] {
+        for sql in schema::create_sql("osb_compat", "dropped") {
+            query_text(&url, &sql).await;
+        }
+        query_text(&url, rows).await;
+        let s = store(&url, "dropped").await;
+        let shown = s
+            .get(Uuid::from_u128(0xbb), None)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{what}: the older record"));
+        assert_eq!(
+            (shown.instance_id.as_str(), shown.status),
+            ("i-old", 201),
+            "{what}"
+        );
+        assert!(
+            shown.request_body_truncated && shown.response_body_truncated,
+            "{what}: its bodies are lost, and it says so: {shown:?}"
+        );
+        let e = s.get(Uuid::from_u128(0xcc), None).await.unwrap_err();
+        assert!(
+            e.contains("details") && e.contains("version 7"),
+            "{what}: {e}"
+        );
+    }
+}
