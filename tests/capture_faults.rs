@@ -416,3 +416,36 @@ async fn a_full_queue_spools_every_record_once() {
     let ids: std::collections::HashSet<_> = recs.iter().map(|r| r.id).collect();
     assert_eq!((recs.len() as u64, ids.len() as u64), (captured, captured));
 }
+
+#[tokio::test]
+async fn a_spool_left_by_an_earlier_version_is_replayed() {
+    let ch = ClickHouse::start().await;
+    let (mut gw, _b) = three_catalogs_to_clickhouse(&ch.url(), 200, "{}").await;
+    gw.shutdown().await;
+    // The fixture: a segment of JSON records, as gateways before 2026-12-07
+    // spooled them (they now write each body once, raw).
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/records-v1/0000000000000000.seg");
+    std::fs::copy(&fixture, gw.path("data/spool/0000000000009999.seg")).unwrap();
+    gw.restart().await;
+    let ch_ref = &ch;
+    eventually(
+        30,
+        "the 3 records of the older spool in ClickHouse",
+        || async move {
+            ch_ref
+                .try_number(
+                    "SELECT count() FROM osb_test.exchanges FINAL \
+                 WHERE toString(id) LIKE '0d6a1f4e-3c7b-4a41-9a51-5a0f0c1e000%'",
+                )
+                .await
+                == Some(3)
+        },
+    )
+    .await;
+    assert!(
+        !gw.path("data/spool/0000000000009999.seg").exists(),
+        "replayed, then removed"
+    );
+    gw.shutdown().await;
+}

@@ -34,6 +34,7 @@ pub use metrics::CaptureMetrics;
 pub use record::{CaptureRecord, Outcome, RawExchange};
 
 use crate::config::CaptureConfig;
+use crate::store::local::format::Bodies;
 use crate::store::segments::Segments;
 use budget::{Account, Budget};
 use overflow::{shed_bodies, Overflow};
@@ -76,6 +77,9 @@ struct TxInner {
     metrics: Arc<CaptureMetrics>,
     redactor: Arc<Redactor>,
     spool: Option<Arc<Mutex<Segments>>>,
+    /// The bodies in the spool's open segment (each written once, raw;
+    /// locked after `spool`).
+    spool_bodies: Mutex<Bodies>,
     feed: broadcast::Sender<Arc<CaptureRecord>>,
     /// A spool append failed (a full disk) since the store last answered:
     /// the pipeline probes the store on a short timer instead of waiting
@@ -118,6 +122,7 @@ impl CaptureTx {
             instance: instance.to_string(),
             metrics: Arc::default(),
             redactor: Arc::default(),
+            spool_bodies: Mutex::default(),
             spool: None,
             feed,
             spool_full: AtomicBool::new(false),
@@ -298,6 +303,7 @@ impl CaptureHandle {
             metrics: metrics.clone(),
             redactor: redactor.clone(),
             spool: Some(spool.clone()),
+            spool_bodies: Mutex::default(),
             feed,
             spool_full: AtomicBool::new(false),
             cutting: AtomicBool::new(false),

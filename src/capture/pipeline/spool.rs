@@ -3,6 +3,7 @@
 //! spooled segments are replayed once the sink answers again.
 
 use super::*;
+use crate::store::local::format;
 
 impl Pipeline {
     pub(super) async fn spool(&mut self, batch: Vec<Arc<CaptureRecord>>) {
@@ -68,18 +69,27 @@ impl Pipeline {
             // short reads the segment again later.
             let mut unreadable: (u64, Option<serde_json::Error>) = (0, None);
             let mut payloads = read.records.iter().peekable();
+            // NB: body frames come before the records that name them, in
+            // the same segment (older spools hold JSON records only).
+            let mut frames = format::Decoder::default();
             while payloads.peek().is_some() {
                 let mut chunk = Vec::new();
                 let mut bytes = 0;
                 while chunk.len() < self.cfg.batch_max_rows && bytes < self.cfg.batch_max_bytes {
                     let Some(p) = payloads.next() else { break };
-                    bytes += p.len();
-                    match serde_json::from_slice::<CaptureRecord>(p) {
-                        Ok(r) => chunk.push(Arc::new(r)),
+                    match frames.frame(p) {
+                        None => {}
+                        // NB: counted with its bodies: a record frame names
+                        // a body written once for many records, and each
+                        // record gets its own copy.
+                        Some(Ok(r)) => {
+                            bytes += p.len() + r.request_body.len() + r.response_body.len();
+                            chunk.push(Arc::new(r));
+                        }
                         // NB: the frame's checksum held, so this is no torn
                         // write: a record this version cannot read. Lost,
                         // and counted as such.
-                        Err(e) => {
+                        Some(Err(e)) => {
                             unreadable.0 += 1;
                             unreadable.1.get_or_insert(e);
                         }

@@ -5,7 +5,7 @@
 //! payload, told apart by their first byte:
 //!
 //! - `{…}`: a record as JSON, bodies inline: what gateways before 2026-12
-//!   wrote here, and what the spool and the dead-letter directory write;
+//!   wrote here and in the spool, and what the dead-letter directory holds;
 //! - `0x01 | n: u32 LE | bytes`: body number `n` of this segment, as is
 //!   (no JSON escaping);
 //! - `0x02 | request: u32 LE | response: u32 LE | {…}`: a record as JSON
@@ -22,6 +22,9 @@
 //! 5.3 KB on disk and its escaping was the store thread's largest cost
 //! (`benches/load.py`, catalog, 64 connections: the local store cost
 //! +23 µs per request over capture off).
+//!
+//! The spool writes the same frames (`capture::overflow`), with a
+//! [`Bodies`] of its own, and replays them with a [`Decoder`].
 
 use std::collections::HashMap;
 use std::io;
@@ -137,23 +140,67 @@ fn u32_at(p: &[u8], at: usize) -> u32 {
 /// The records of one segment's payloads, in order, bodies filled in. A
 /// record whose body frame was lost (a corrupt region) keeps an empty body
 /// marked truncated; payloads that are not records are skipped.
+///
+/// NB: every record gets its own copy of its bodies, and a segment may
+/// name one body from thousands of records: readers that do not need the
+/// bodies of every record use a [`Decoder`] instead.
 pub fn decode(payloads: &[Vec<u8>]) -> Vec<CaptureRecord> {
-    let mut bodies: HashMap<u32, &[u8]> = HashMap::new();
-    let mut out = Vec::with_capacity(payloads.len());
-    for p in payloads {
+    let mut d = Decoder::default();
+    payloads
+        .iter()
+        .filter_map(|p| d.frame(p).and_then(Result::ok))
+        .collect()
+}
+
+/// Reads one segment's payloads one at a time (the spool's replay, the
+/// store's searches): body frames are kept, as slices of the payloads,
+/// until the records that name them.
+#[derive(Default)]
+pub struct Decoder<'a> {
+    bodies: HashMap<u32, &'a [u8]>,
+    /// Records leave their body frames' bodies empty (searches, usage).
+    skip_bodies: bool,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder that knows every body frame of `payloads` already, so
+    /// their records can be read in any order; with `bodies` false, their
+    /// bodies are left empty (a record of an older segment, whose bodies
+    /// are inline, keeps them).
+    pub fn indexed(payloads: &'a [Vec<u8>], bodies: bool) -> Self {
+        let mut d = Decoder {
+            bodies: HashMap::new(),
+            skip_bodies: !bodies,
+        };
+        for p in payloads {
+            if p.first() == Some(&BODY) && p.len() >= 5 {
+                d.bodies.insert(u32_at(p, 1), &p[5..]);
+            }
+        }
+        d
+    }
+
+    /// The record of payload `p`, `None` for a body frame, or the reason
+    /// it is no record this version can read.
+    pub fn frame(&mut self, p: &'a [u8]) -> Option<Result<CaptureRecord, serde_json::Error>> {
         match p.first() {
             Some(&BODY) if p.len() >= 5 => {
-                bodies.insert(u32_at(p, 1), &p[5..]);
+                self.bodies.insert(u32_at(p, 1), &p[5..]);
+                None
             }
             Some(&RECORD) if p.len() >= 9 => {
-                let Ok(mut r) = serde_json::from_slice::<CaptureRecord>(&p[9..]) else {
-                    continue;
+                let mut r = match serde_json::from_slice::<CaptureRecord>(&p[9..]) {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(e)),
                 };
+                if self.skip_bodies {
+                    return Some(Ok(r));
+                }
                 let fill = |n: u32, text: &mut String, truncated: &mut bool| {
                     if n == NONE {
                         return;
                     }
-                    match bodies.get(&n) {
+                    match self.bodies.get(&n) {
                         Some(b) => *text = String::from_utf8_lossy(b).into_owned(),
                         None => *truncated = true,
                     }
@@ -168,17 +215,13 @@ pub fn decode(payloads: &[Vec<u8>]) -> Vec<CaptureRecord> {
                     &mut r.response_body,
                     &mut r.response_body_truncated,
                 );
-                out.push(r);
+                Some(Ok(r))
             }
-            Some(b'{') => {
-                if let Ok(r) = serde_json::from_slice(p) {
-                    out.push(r);
-                }
-            }
-            _ => {}
+            // NB: a record as JSON (and whatever else: its parse error
+            // says why it is not one).
+            _ => Some(serde_json::from_slice(p)),
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -236,6 +279,20 @@ mod tests {
         let back = decode(&read.records);
         let want: Vec<CaptureRecord> = records.iter().map(|r| (**r).clone()).collect();
         assert_eq!(back, want);
+        // Read backwards, the bodies indexed first: without them, then with.
+        let mut bare = Decoder::indexed(&read.records, false);
+        let mut full = Decoder::indexed(&read.records, true);
+        let (mut n, mut backwards) = (0, Vec::new());
+        for p in read.records.iter().rev() {
+            if let Some(Ok(r)) = bare.frame(p) {
+                assert!(r.response_body.is_empty() && !r.response_body_truncated);
+                assert_eq!(r.response_body_size, want[49 - n].response_body_size);
+                n += 1;
+            }
+            backwards.extend(full.frame(p).and_then(Result::ok));
+        }
+        backwards.reverse();
+        assert_eq!((n, backwards), (50, want));
     }
 
     #[test]

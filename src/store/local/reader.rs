@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::format::Decoder;
 use crate::store::query::usage::{Fold, Usage, UsageQuery};
 use crate::store::query::{
     counts_for_instance, Collector, Order, Page, Search, Summary, INSTANCE_OPERATIONS,
@@ -12,12 +13,17 @@ use crate::store::query::{
 };
 use crate::store::{segments, CaptureRecord, Latest, ReadError};
 
-/// Calls `f` with every record of the store, segment by segment (newest
-/// segment first when `newest_first`), until it returns `false`.
+/// Calls `f` with every record of the store, its body frames' bodies
+/// left empty, segment by segment (newest first when `newest_first`), and
+/// with the payload it came from, until it returns `false`.
+///
+/// NB: one record at a time, without the bodies a segment holds once for
+/// many records: decoding a segment whole gave each record its own copy,
+/// so a search over a segment of 1 MB uploads held gigabytes.
 pub(crate) fn scan(
     dir: &Path,
     newest_first: bool,
-    mut f: impl FnMut(CaptureRecord) -> bool,
+    mut f: impl FnMut(CaptureRecord, &[u8], &[Vec<u8>]) -> bool,
 ) -> Result<(), ReadError> {
     let mut segs =
         segments::list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -28,25 +34,29 @@ pub(crate) fn scan(
         let Ok(read) = segments::read(&seg.path) else {
             continue; // NB: trimmed away meanwhile.
         };
-        let mut recs = super::format::decode(&read.records);
-        if newest_first {
-            recs.reverse();
-        }
-        for r in recs {
-            if !f(r) {
-                return Ok(());
+        let all = &read.records;
+        let mut d = Decoder::indexed(all, false);
+        let order: Box<dyn Iterator<Item = &Vec<u8>>> = match newest_first {
+            true => Box::new(all.iter().rev()),
+            false => Box::new(all.iter()),
+        };
+        for p in order {
+            if let Some(Ok(r)) = d.frame(p) {
+                if !f(r, p, all) {
+                    return Ok(());
+                }
             }
         }
     }
     Ok(())
 }
 
-/// The record `id`, if the store has it.
+/// The record `id`, if the store has it, with its bodies.
 pub(crate) fn get(dir: &Path, id: uuid::Uuid) -> Result<Option<CaptureRecord>, ReadError> {
     let mut hit = None;
-    scan(dir, true, |r| {
+    scan(dir, true, |r, p, all| {
         if r.id == id {
-            hit = Some(r);
+            hit = Decoder::indexed(all, true).frame(p).and_then(Result::ok);
             return false;
         }
         true
@@ -70,7 +80,12 @@ pub(crate) fn search(dir: &Path, s: &Search) -> Result<Page, ReadError> {
         let Ok(read) = segments::read(&seg.path) else {
             continue;
         };
-        let recs = super::format::decode(&read.records);
+        let mut d = Decoder::indexed(&read.records, false);
+        let recs: Vec<CaptureRecord> = read
+            .records
+            .iter()
+            .filter_map(|p| d.frame(p).and_then(Result::ok))
+            .collect();
         let Some(edge) = (if newest_first {
             recs.iter().map(|r| r.received_at_us).max()
         } else {
@@ -95,7 +110,7 @@ pub(crate) fn latest(
 ) -> Result<Latest, ReadError> {
     let mut ops: HashMap<(String, String), Summary> = HashMap::new();
     let mut polls: HashMap<(String, String), Summary> = HashMap::new();
-    scan(dir, false, |r| {
+    scan(dir, false, |r, _, _| {
         // NB: an exchange the gateway refused never reached the broker: it
         // says nothing about the instance (see `REFUSED`).
         if r.instance_id.is_empty()
@@ -128,7 +143,7 @@ pub(crate) fn latest(
 /// paged), records folded as they are decoded.
 pub(crate) fn usage(dir: &Path, q: &UsageQuery) -> Result<Usage, ReadError> {
     let mut fold = Fold::new(q);
-    scan(dir, false, |r| {
+    scan(dir, false, |r, _, _| {
         fold.offer(&r);
         true
     })?;
