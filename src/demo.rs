@@ -50,6 +50,19 @@ pub async fn serve(listener: tokio::net::TcpListener) {
     }
 }
 
+/// The largest request body the sample broker reads.
+const MAX_BODY: usize = 64 * 1024;
+/// Instances (and bindings) the sample broker keeps, at most.
+const MAX_KEPT: usize = 10_000;
+
+/// The answer when `what` are at [`MAX_KEPT`].
+fn full(what: &str) -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"error": "LimitReached", "description": format!("the sample broker keeps at most {MAX_KEPT} {what}; deprovision some")}),
+    )
+}
+
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -96,9 +109,20 @@ async fn handle(
             json!({"error": "Unauthorized", "description": "bad broker credentials"}),
         ));
     }
-    let body: Value = match req.into_body().collect().await {
+    // NB: a demo's memory is bounded too: bodies up to MAX_BODY are read,
+    // and at most MAX_KEPT instances and bindings are kept (1,500 uploads of
+    // 1 MB held 3 GB before).
+    let body: Value = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
         Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
+        Err(_) => {
+            return Ok(reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "BodyTooLarge", "description": format!("the sample broker reads bodies up to {MAX_BODY} bytes")}),
+            ));
+        }
     };
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // NB: a demo's in-memory state; the lock is held for a map lookup only.
@@ -113,6 +137,8 @@ async fn handle(
                 )
             } else if st.instances.contains_key(*id) {
                 reply(StatusCode::OK, json!({}))
+            } else if st.instances.len() >= MAX_KEPT {
+                full("instances")
             } else {
                 st.instances.insert(id.to_string(), body);
                 reply(
@@ -133,6 +159,9 @@ async fn handle(
             None => reply(StatusCode::GONE, json!({})),
         },
         (&Method::PUT, ["v2", "service_instances", _, "service_bindings", b]) => {
+            if st.bindings.len() >= MAX_KEPT && !st.bindings.contains_key(*b) {
+                return Ok(full("bindings"));
+            }
             st.bindings.insert(b.to_string(), body);
             reply(
                 StatusCode::CREATED,
@@ -164,4 +193,42 @@ fn catalog() -> Value {
             {"id": "fail-plan", "name": "fail", "description": "Provisioning always fails (for trying the logs)"}
         ]
     }]})
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn status_of(addr: std::net::SocketAddr, body_len: usize) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = format!(
+            "{{\"service_id\":\"sample-db\",\"plan_id\":\"small\",\"parameters\":{{\"x\":\"{}\"}}}}",
+            "x".repeat(body_len)
+        );
+        let head = format!(
+            "PUT /v2/service_instances/i-{body_len} HTTP/1.1\r\nhost: x\r\nauthorization: Basic YnJva2VyOmJyb2tlci1zZWNyZXQ=\r\n\
+             x-broker-api-version: 2.17\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // NB: the broker may answer before reading a body it refuses.
+        let _ = s.write_all(body.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn the_sample_broker_reads_bodies_up_to_its_limit_only() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(super::serve(l));
+        assert!(status_of(addr, 1000).await.contains("201"));
+        let refused = status_of(addr, super::MAX_BODY + 1).await;
+        assert!(refused.contains("413"), "{refused}");
+    }
 }
