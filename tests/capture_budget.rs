@@ -278,9 +278,12 @@ async fn finished_records_in_memory_stay_within_one_bound_while_clickhouse_hangs
         peak <= BOUND + over,
         "finished records held {peak} bytes, bound {BOUND} (+{over} for {shed} shed)"
     );
+    // NB: the queue filled to its half (within a record), so records went
+    // on to the spool; how many wait there at once depends on how fast the
+    // spool writes (each body once, raw: fast).
     assert!(
-        peak > BOUND / 2,
-        "the bound was reached: {peak} bytes at most"
+        peak > BOUND / 2 - 2 * BODY as u64,
+        "the queue reached its half of the bound: {peak} bytes at most"
     );
     let captured = osb_gateway::capture::load(&m.captured);
     assert_eq!(osb_gateway::capture::load(&m.dropped), 0);
