@@ -68,8 +68,8 @@ impl CaptureTx {
 impl TxInner {
     /// Spools overflowed records in batches until none is left.
     fn drain_overflow(&self) {
-        // NB: bounded in bytes too: 256 records of 1 MB bodies, plus their
-        // JSON, made a 0.5 GB batch.
+        // NB: bounded in bytes too: 256 records of 1 MB bodies made a
+        // 0.5 GB batch (with the JSON the spool then wrote).
         const BATCH: usize = 256;
         const BATCH_BYTES: usize = 8 << 20;
         loop {

@@ -72,16 +72,11 @@ struct Hash<'a>(&'a [u8; 16]);
 
 impl Serialize for Hash<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         if *self.0 == NO_HASH {
             return s.serialize_str("");
         }
-        let mut buf = [0u8; 32];
-        for (i, b) in self.0.iter().enumerate() {
-            buf[2 * i] = DIGITS[usize::from(b >> 4)];
-            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-        }
-        s.serialize_str(std::str::from_utf8(&buf).expect("hex is ASCII"))
+        let hex = crate::digest::hex16(self.0);
+        s.serialize_str(std::str::from_utf8(&hex).expect("hex is ASCII"))
     }
 }
 
@@ -131,16 +126,8 @@ fn parse_hash<E: de::Error>(hex: &str) -> Result<[u8; 16], E> {
     if hex.is_empty() {
         return Ok(NO_HASH);
     }
-    let bad = || E::custom(format!("body hash {hex:?} is not 32 hex digits"));
-    if hex.len() != 32 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
-        out[i] = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    crate::digest::unhex(hex)
+        .ok_or_else(|| E::custom(format!("body hash {hex:?} is not 32 hex digits")))
 }
 
 impl<'de> Visitor<'de> for Decode<'_> {
@@ -284,6 +271,11 @@ mod tests {
             ("[2]", "version 2"),
             ("[1,0,false]", "invalid length"),
             ("[1,0,false,0,false,0,false,\"zz\"", "not 32 hex digits"),
+            // NB: `u8::from_str_radix` took a sign: "+f" read as 0x0f.
+            (
+                &format!("[1,0,false,0,false,0,false,\"{}\"", "+f".repeat(16)),
+                "not 32 hex digits",
+            ),
         ] {
             let e = decode(text, &mut r).unwrap_err();
             assert!(e.contains(why), "{text}: {e}");
