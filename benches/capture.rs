@@ -32,7 +32,9 @@ use osb_gateway::body::BoxError;
 use osb_gateway::capture::body::{CaptureBody, Tap};
 use osb_gateway::capture::record::BodyData;
 use osb_gateway::capture::redact::Redactor;
-use osb_gateway::capture::{CaptureRecord, CaptureTx, Exchange, Outcome, RawExchange, Side};
+use osb_gateway::capture::{
+    CaptureRecord, CaptureTx, Exchange, Headers, Outcome, RawExchange, Side,
+};
 use osb_gateway::config::ClickHouseConfig;
 use osb_gateway::osb::Operation;
 use osb_gateway::store::clickhouse::ClickHouseWriter;
@@ -219,8 +221,8 @@ fn raw(op: Operation) -> RawExchange {
         method,
         operation: op,
         request_id: "9d2c7c8e-1b7e-4f0a-8d57-7c6a1f1e4e2b".into(),
-        request_headers: headers(&[]),
-        response_headers: headers(&[("content-length", "4096")]),
+        request_headers: Headers::capture(&headers(&[])),
+        response_headers: Headers::capture(&headers(&[("content-length", "4096")])),
         status,
         outcome: Outcome::Ok,
         error: String::new(),

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::body::Tap;
 use super::budget::Account;
+use super::headers::Headers;
 use super::record::{BodyData, Outcome, RawExchange};
 use super::CaptureTx;
 use crate::metrics::RouteStats;
@@ -53,7 +54,7 @@ pub enum BodyEnd {
 
 struct ResponseHead {
     status: StatusCode,
-    headers: HeaderMap,
+    headers: Headers,
     ttfb: Option<std::time::Duration>,
 }
 
@@ -72,7 +73,7 @@ pub struct Routing {
     /// Upstream URL, once routed.
     pub upstream_url: String,
     /// Request headers (as forwarded, or as received); empty when not capturing.
-    pub request_headers: HeaderMap,
+    pub request_headers: Headers,
     /// The route redacts `parameters`.
     pub redact_parameters: bool,
     /// Request counters of the route (or of unrouted requests).
@@ -196,9 +197,9 @@ impl Exchange {
     /// Records the response head sent to the platform.
     pub fn set_response(&self, status: StatusCode, headers: &HeaderMap, from_upstream: bool) {
         let headers = if self.capturing() {
-            headers.clone()
+            Headers::capture(headers)
         } else {
-            HeaderMap::new()
+            Headers::default()
         };
         let ttfb = from_upstream.then(|| self.start.elapsed());
         let _ = self.response.set(ResponseHead {
@@ -345,7 +346,7 @@ impl Drop for Exchange {
             .unwrap_or_default();
         let (response_headers, ttfb) = match head {
             Some(h) => (h.headers, h.ttfb),
-            None => (HeaderMap::new(), None),
+            None => (Headers::default(), None),
         };
         self.tx.send(RawExchange {
             id: self.id,

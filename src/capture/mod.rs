@@ -16,6 +16,7 @@
 pub mod body;
 mod budget;
 pub mod exchange;
+pub mod headers;
 pub mod metrics;
 mod overflow;
 mod pipeline;
@@ -30,6 +31,7 @@ use http::header::HeaderName;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use exchange::{Exchange, Routing, Side};
+pub use headers::Headers;
 pub use metrics::CaptureMetrics;
 pub use record::{CaptureRecord, Outcome, RawExchange};
 

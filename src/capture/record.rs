@@ -5,13 +5,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use http::{HeaderMap, Method};
+use http::Method;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
 pub use crate::store::record::CaptureRecord;
 use uuid::Uuid;
 
+use super::headers::Headers;
 use super::redact::Redactor;
 use crate::osb::{self, Operation};
 
@@ -100,9 +101,9 @@ pub struct RawExchange {
     /// `X-Broker-API-Request-Identity`, sent or added.
     pub request_id: String,
     /// Request headers (as forwarded, or as received when refused).
-    pub request_headers: HeaderMap,
+    pub request_headers: Headers,
     /// Response headers (the broker's, or the gateway's own answer).
-    pub response_headers: HeaderMap,
+    pub response_headers: Headers,
     /// Status sent to the platform (0: none).
     pub status: u16,
     /// How it ended.
@@ -120,15 +121,10 @@ pub struct RawExchange {
 impl RawExchange {
     /// Approximate memory held, for the queue's byte bound.
     pub fn weight(&self) -> usize {
-        let headers = |h: &HeaderMap| {
-            h.iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 16)
-                .sum::<usize>()
-        };
         1024 + self.request_body.bytes.len()
             + self.response_body.bytes.len()
-            + headers(&self.request_headers)
-            + headers(&self.response_headers)
+            + self.request_headers.held()
+            + self.response_headers.held()
             + self.path.len()
             + self.query.len()
             + self.error.len()
@@ -146,11 +142,8 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-fn header(h: &HeaderMap, name: &str) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+fn header(h: &Headers, name: &str) -> String {
+    h.get_str(name).unwrap_or("").to_string()
 }
 
 /// `<platform> <base64 JSON>` → (platform, decoded JSON text).

@@ -10,9 +10,10 @@
 //!   replaced whole.
 //! * `parameters` in request and response bodies, when the route asks for it.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderName};
 use serde_json::Value;
 
+use super::headers::Headers;
 use super::record::BodyData;
 use crate::osb::Operation;
 
@@ -25,7 +26,8 @@ pub struct Redactor {
     secret_headers: Vec<HeaderName>,
 }
 
-fn always_secret(name: &HeaderName) -> bool {
+/// `name` as captured: lower case, as hyper keeps it.
+fn always_secret(name: &str) -> bool {
     name == header::AUTHORIZATION
         || name == header::PROXY_AUTHORIZATION
         || name == header::COOKIE
@@ -50,18 +52,16 @@ impl Redactor {
     }
 
     /// Headers as (name, value) pairs with secrets masked.
-    pub fn headers(&self, h: &HeaderMap) -> Vec<(String, String)> {
+    pub fn headers(&self, h: &Headers) -> Vec<(String, String)> {
         h.iter()
             .map(|(k, v)| {
-                let value = if always_secret(k) || self.secret_headers.contains(k) {
+                let secret = always_secret(k) || self.secret_headers.iter().any(|s| s == k);
+                let value = if secret {
                     REDACTED.to_string()
                 } else {
-                    match v.to_str() {
-                        Ok(s) => s.to_owned(),
-                        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    }
+                    String::from_utf8_lossy(v).into_owned()
                 };
-                (k.as_str().to_string(), value)
+                (k.to_string(), value)
             })
             .collect()
     }

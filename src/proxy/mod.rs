@@ -31,7 +31,7 @@ use self::body::{ForwardBody, ResponseBody};
 use self::error::ProxyError;
 use crate::body::TimedBody;
 use crate::capture::body::CaptureBody;
-use crate::capture::{CaptureTx, Exchange, Routing, Side};
+use crate::capture::{CaptureTx, Exchange, Headers, Routing, Side};
 use crate::metrics::{RequestMetrics, RouteStats};
 use crate::osb::{self, OsbError};
 use crate::registry::{Route, RouteTable, Routes};
@@ -179,7 +179,7 @@ impl Proxy {
                     routing.stats = Some(stats.unwrap_or(&self.inner.unrouted).clone());
                 }
                 if ex.capturing() {
-                    routing.request_headers = req.headers().clone();
+                    routing.request_headers = Headers::capture(req.headers());
                 }
                 ex.set_routing(routing);
                 deactivated_catalog(&refused?.0, ex)
@@ -280,7 +280,7 @@ impl Proxy {
         routing.upstream_url = upstream_url;
         routing.redact_parameters = route.redact_parameters;
         if ex.capturing() {
-            routing.request_headers = parts.headers.clone();
+            routing.request_headers = Headers::capture(&parts.headers);
         }
         ex.set_routing(routing);
         parts.uri = target;

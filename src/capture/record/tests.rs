@@ -1,7 +1,7 @@
 use super::*;
 use crate::capture::redact::REDACTED;
 use http::header::HeaderName;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 
 fn raw(method: &str, osb_path: &str, query: &str, req: &str, resp: &str) -> RawExchange {
     let body = |s: &str| BodyData {
@@ -26,8 +26,8 @@ fn raw(method: &str, osb_path: &str, query: &str, req: &str, resp: &str) -> RawE
         osb_path: osb_path.into(),
         operation: Operation::Other,
         request_id: "rid".into(),
-        request_headers: HeaderMap::new(),
-        response_headers: HeaderMap::new(),
+        request_headers: Headers::default(),
+        response_headers: Headers::default(),
         status: 200,
         outcome: Outcome::Ok,
         error: String::new(),
@@ -175,12 +175,14 @@ fn every_operation_is_classified() {
 #[test]
 fn originating_identity_is_decoded() {
     let mut r = raw("GET", "/v2/catalog", "", "", "{}");
-    r.request_headers.insert(
+    let mut h = HeaderMap::new();
+    h.insert(
         "x-broker-api-originating-identity",
         HeaderValue::from_static("cloudfoundry eyJ1c2VyX2lkIjoiNjgzZWE3NDgifQ=="),
     );
-    r.request_headers
-        .insert("x-broker-api-version", HeaderValue::from_static("2.17"));
+    // NB: looked up in any case, as HeaderMap::get did.
+    h.insert("X-Broker-API-Version", HeaderValue::from_static("2.17"));
+    r.request_headers = Headers::capture(&h);
     let r = rec(r);
     assert_eq!(
         (r.originating_platform.as_str(), r.originating_user.as_str()),
@@ -294,19 +296,24 @@ fn parameters_are_redacted_when_the_route_asks() {
 #[test]
 fn secret_headers_are_masked() {
     let mut r = raw("GET", "/v2/catalog", "", "", "{}");
+    let mut h = HeaderMap::new();
     for (k, v) in [
         ("authorization", "Basic c2VjcmV0"),
+        ("Proxy-Authorization", "Basic cHJveHk="),
         ("cookie", "s=1"),
-        ("x-api-key", "k-123"),
+        ("X-API-Key", "k-123"),
         ("x-fine", "ok"),
     ] {
-        r.request_headers.insert(k, HeaderValue::from_static(v));
+        h.insert(k, HeaderValue::from_static(v));
     }
-    r.response_headers
-        .insert("set-cookie", HeaderValue::from_static("s=2"));
+    h.insert("x-latin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+    r.request_headers = Headers::capture(&h);
+    let mut h = HeaderMap::new();
+    h.insert("set-cookie", HeaderValue::from_static("s=2"));
+    r.response_headers = Headers::capture(&h);
     let rec = r.into_record(&Redactor::new(vec![HeaderName::from_static("x-api-key")]));
     let all = format!("{:?}{:?}", rec.request_headers, rec.response_headers);
-    for secret in ["c2VjcmV0", "s=1", "k-123", "s=2"] {
+    for secret in ["c2VjcmV0", "cHJveHk=", "s=1", "k-123", "s=2"] {
         assert!(!all.contains(secret), "{secret} in {all}");
     }
     assert!(rec
@@ -315,4 +322,11 @@ fn secret_headers_are_masked() {
     assert!(rec
         .request_headers
         .contains(&("authorization".into(), REDACTED.into())));
+    assert!(rec
+        .request_headers
+        .contains(&("x-api-key".into(), REDACTED.into())));
+    // NB: a value that is not UTF-8 is kept, lossily.
+    assert!(rec
+        .request_headers
+        .contains(&("x-latin".into(), "caf\u{fffd}".into())));
 }
