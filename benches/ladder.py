@@ -3,12 +3,16 @@
 next to the hyper floor, in one run.
 
     python3 benches/ladder.py [--duration 5] [--conns 64] [--workload catalog|provision|1mb]
-                              [--rungs floor,off,off-info,local,clickhouse]
+                              [--rungs floor,off,off-info,local,clickhouse] [--spin-us 6]
 
 Each rung is one proxy under the same wrk load as benches/load.py (proxy on
 core 0 with one worker thread; wrk and the upstream on core 1):
 
     floor       examples/bench_floor.rs: hyper h1 server + client, nothing else
+    spin-before the floor with a busy loop of --spin-us per request, before it
+                sends upstream
+    spin-after  the same loop after the broker's answer, before the floor's
+                own (where the gateway's response path works)
     off         the gateway, capture off, log level warn
     off-info    the same at the default level (the per-exchange log line)
     local       capture to the embedded local store (the default set-up)
@@ -25,6 +29,13 @@ allocator, the kernel's TCP) is "HTTP, runtime and kernel": next to the
 floor's total it shows what the auto h1+h2 server, the bigger futures and
 the extra allocations cost. perf's own overhead (about 2% at 999 Hz) is in
 every rung alike.
+
+Beside the pieces, each rung shows the syscalls per request and how often
+per request the proxy woke a sleeping peer (`sched:sched_waking`, counted by
+`perf stat`): on loopback a write runs the receiver's TCP path on the
+writer's core, and waking wrk or the upstream on the other core is most of
+the kernel's share above the floor. The two spin rungs show that this share
+follows where the proxy's own work sits, not only how much there is.
 """
 
 import argparse
@@ -54,6 +65,7 @@ PIECES = [
     ("body idle timers", ["osb_gateway::body::TimedBody", "tokio::time::", "tokio::runtime::time"]),
     ("connection limits", ["osb_gateway::server::limits"]),
     ("upstream pool", ["Pool<B>::send", "Pool<B>::checkout", "Inner<B>::put", "Release<B>::release"]),
+    ("busy loop (spin rungs)", ["busy_loop"]),
 ]
 # Frames of the HTTP stack itself: a sample whose innermost named frame is
 # one of these is the floor's kind of work, even inside a gateway wrapper
@@ -64,7 +76,27 @@ THREADS = {
     "osb-capture-io": "capture: encoding and store",
 }
 REST = "HTTP, runtime and kernel"
+# Counted per request beside the samples (tracepoints; "-" where the kernel has none).
+EVENTS = {
+    "sched:sched_waking": "peer wake-ups per request",
+    "syscalls:sys_enter_writev": "writev per request",
+    "syscalls:sys_enter_recvfrom": "recvfrom per request",
+}
 ORDER = [p for p, _ in PIECES] + list(THREADS.values()) + [REST]
+
+
+def count_events(path, requests):
+    """Events per request from `perf stat -x,` output ({} when perf could not count)."""
+    counts = {}
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return counts
+    for line in lines:
+        f = line.split(",")
+        if len(f) > 2 and f[0].strip().isdigit() and f[2] in EVENTS and requests:
+            counts[f[2]] = int(f[0]) / requests
+    return counts
 
 
 def attribute(perf_data):
@@ -114,6 +146,8 @@ def main():
     ap.add_argument("--rungs", default="floor,off,off-info,local,clickhouse")
     ap.add_argument("--top", type=int, default=0, metavar="N",
                     help="also list each rung's N costliest leaf functions (self time, us/req)")
+    ap.add_argument("--spin-us", type=float, default=6.0,
+                    help="the busy loop of the spin-before and spin-after rungs, in us per request")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory (perf data per rung: perf report -i DIR/RUNG.perf)")
     args = ap.parse_args()
@@ -130,7 +164,7 @@ def main():
     work = tempfile.mkdtemp(prefix="osbgw-ladder-")
     log = open(os.path.join(work, "processes.log"), "w")
     procs = []
-    results, tops = {}, {}
+    results, tops, per_req = {}, {}, {}
     try:
         bport = load.free_port()
         procs.append(load.spawn([os.path.join(load.EXAMPLES, "bench_broker"), f"127.0.0.1:{bport}"], load.LOAD_CPU, log))
@@ -155,8 +189,10 @@ def main():
         for rung in rungs:
             port = load.free_port()
             env = dict(os.environ, TOKIO_WORKER_THREADS="1")
-            if rung == "floor":
+            if rung in ("floor", "spin-before", "spin-after"):
                 cmd = [os.path.join(load.EXAMPLES, "bench_floor"), f"127.0.0.1:{port}", f"127.0.0.1:{bport}"]
+                if rung != "floor":
+                    cmd += [f"--{rung}", str(int(args.spin_us * 1000))]
             else:
                 target = {"off": "gateway-off", "off-info": "gateway-off", "local": "gateway-local",
                           "clickhouse": "gateway-clickhouse"}[rung]
@@ -174,10 +210,15 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-q", "-F", "999", "-e", "cpu-clock", "-g",
                                      "--call-graph", "dwarf,16384", "-p", str(p.pid), "-o", data],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            events = os.path.join(work, f"{rung}.events")
+            stat = subprocess.Popen(["perf", "stat", "-x,", "-o", events, "-e", ",".join(EVENTS), "-p", str(p.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
             rps, _, _, errors, total = load.run_wrk(url + path, script, args.conns, args.duration)
-            perf.send_signal(2)
-            perf.wait()
+            for child in (perf, stat):
+                child.send_signal(2)
+                child.wait()
+            per_req[rung] = count_events(events, total)
             cpu_us = (load.cpu_ticks([p.pid]) - before) / load.HZ * 1e6 / total
             p.terminate()
             p.wait()
@@ -215,6 +256,9 @@ def main():
     if floor:
         print("| vs the floor | " + " | ".join(f"{r[1] / floor:.2f}x" for r in results.values()) + " |")
     print("| req/s | " + " | ".join(f"{r[0]:.0f}" for r in results.values()) + " |")
+    for event, label in EVENTS.items():
+        cells = [per_req.get(rung, {}).get(event) for rung in results]
+        print(f"| {label} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
     for rung, (cpu, leaves, samples) in tops.items() if args.top else ():
         print(f"\n{rung}: the {args.top} costliest leaf functions, us/req")
         for sym, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:args.top]:
