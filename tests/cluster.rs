@@ -172,7 +172,10 @@ async fn a_replica_hung_then_killed_under_load_loses_and_duplicates_nothing() {
     let (answered_b, more) = steady_load(&gws[1], 2, stop.clone());
     tasks.extend(more);
     // The gateway made the tables, on both nodes, and writes to node 0.
-    eventually(30, "records on both replicas", || async {
+    // NB: 90 s, as the waits for whole clusters below: the tables are made ON CLUSTER
+    // through ZooKeeper while six other tests start clusters of their own on
+    // two cores; 30 s ran out once in a full run (it passed alone in 33 s).
+    eventually(90, "records on both replicas", || async {
         counts(&urls[0]).await.0 > 50 && counts(&urls[1]).await.0 > 50
     })
     .await;
