@@ -87,10 +87,12 @@ impl From<&HeaderMap> for Headers {
     }
 }
 
+/// Names and value sizes only: these are the headers before redaction
+/// (the broker's `Authorization` among them), so no value is printed.
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.iter().map(|(k, v)| (k, String::from_utf8_lossy(v))))
+            .entries(self.iter().map(|(k, v)| format!("{k}: {} bytes", v.len())))
             .finish()
     }
 }
@@ -153,6 +155,12 @@ mod tests {
         // NB: as `HeaderValue::to_str`: not visible ASCII, no text.
         assert_eq!(c.get_str("x-latin"), None);
         assert_eq!(c.get("x-missing"), None);
+        let printed = format!("{c:?}");
+        assert!(printed.contains("set-cookie: 3 bytes"), "{printed}");
+        assert!(
+            !printed.contains("a=1") && !printed.contains("2.17"),
+            "{printed}"
+        );
         assert!(!c.is_empty());
         assert!(Headers::capture(&HeaderMap::new()).is_empty());
         assert_eq!(Headers::default().iter().count(), 0);
