@@ -81,12 +81,6 @@ impl Headers {
     }
 }
 
-impl From<&HeaderMap> for Headers {
-    fn from(h: &HeaderMap) -> Self {
-        Headers::capture(h)
-    }
-}
-
 /// Names and value sizes only: these are the headers before redaction
 /// (the broker's `Authorization` among them), so no value is printed.
 impl fmt::Debug for Headers {

@@ -172,6 +172,11 @@ impl<'a> Decoder<'a> {
             bodies: HashMap::new(),
             skip_bodies: !bodies,
         };
+        // NB: without bodies nothing looks them up (a search read every
+        // body frame of every segment into this map for nothing).
+        if !bodies {
+            return d;
+        }
         for p in payloads {
             if p.first() == Some(&BODY) && p.len() >= 5 {
                 d.bodies.insert(u32_at(p, 1), &p[5..]);
@@ -185,7 +190,9 @@ impl<'a> Decoder<'a> {
     pub fn frame(&mut self, p: &'a [u8]) -> Option<Result<CaptureRecord, serde_json::Error>> {
         match p.first() {
             Some(&BODY) if p.len() >= 5 => {
-                self.bodies.insert(u32_at(p, 1), &p[5..]);
+                if !self.skip_bodies {
+                    self.bodies.insert(u32_at(p, 1), &p[5..]);
+                }
                 None
             }
             Some(&RECORD) if p.len() >= 9 => {
