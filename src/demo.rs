@@ -34,7 +34,10 @@ struct State {
 
 /// Serves the sample broker on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener) {
-    let state = Arc::new(Mutex::new(State::default()));
+    serve_state(listener, Arc::new(Mutex::new(State::default()))).await
+}
+
+async fn serve_state(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -200,13 +203,25 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn status_of(addr: std::net::SocketAddr, body_len: usize) -> String {
+        let path = format!("/v2/service_instances/i-{body_len}");
+        request(addr, "PUT", &path, body_len).await
+    }
+
+    /// The status line of `method path` with a provision body whose
+    /// parameter holds `body_len` bytes.
+    async fn request(
+        addr: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        body_len: usize,
+    ) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let body = format!(
             "{{\"service_id\":\"sample-db\",\"plan_id\":\"small\",\"parameters\":{{\"x\":\"{}\"}}}}",
             "x".repeat(body_len)
         );
         let head = format!(
-            "PUT /v2/service_instances/i-{body_len} HTTP/1.1\r\nhost: x\r\nauthorization: Basic YnJva2VyOmJyb2tlci1zZWNyZXQ=\r\n\
+            "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Basic YnJva2VyOmJyb2tlci1zZWNyZXQ=\r\n\
              x-broker-api-version: 2.17\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         );
@@ -230,5 +245,38 @@ mod tests {
         assert!(status_of(addr, 1000).await.contains("201"));
         let refused = status_of(addr, super::MAX_BODY + 1).await;
         assert!(refused.contains("413"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn the_sample_broker_keeps_at_most_its_limit_of_instances_and_bindings() {
+        // NB: started full, rather than after 20,000 requests.
+        let mut full = super::State::default();
+        for i in 0..super::MAX_KEPT {
+            full.instances
+                .insert(format!("i{i}"), serde_json::Value::Null);
+            full.bindings
+                .insert(format!("b{i}"), serde_json::Value::Null);
+        }
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(full));
+        tokio::spawn(super::serve_state(l, state.clone()));
+        let put = |path: &'static str| request(addr, "PUT", path, 10);
+        let new = put("/v2/service_instances/new").await;
+        assert!(new.contains("422"), "{new}");
+        assert!(put("/v2/service_instances/i7").await.contains("200"));
+        let bind = put("/v2/service_instances/i7/service_bindings/new").await;
+        assert!(bind.contains("422"), "{bind}");
+        let again = put("/v2/service_instances/i7/service_bindings/b7").await;
+        assert!(again.contains("201"), "{again}");
+        // A deprovision makes room again.
+        let gone = request(addr, "DELETE", "/v2/service_instances/i7", 0).await;
+        assert!(gone.contains("200"), "{gone}");
+        assert!(put("/v2/service_instances/new").await.contains("201"));
+        let st = state.lock().unwrap();
+        assert_eq!(
+            (st.instances.len(), st.bindings.len()),
+            (super::MAX_KEPT, super::MAX_KEPT)
+        );
     }
 }
