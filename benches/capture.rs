@@ -101,10 +101,34 @@ fn capture_body(c: &mut Criterion) {
                     "",
                     "id".into(),
                 ));
-                let tap = Tap::new(ex, Side::Response, 1 << 20);
+                let tap = Tap::new(ex, Side::Response, 1 << 20, false);
                 black_box(drain(CaptureBody::new(frames(data), tap)))
             })
         });
+        // A JSON body of the same size whose fields are read (a provision
+        // with one long parameter): the tap also scans it for long strings.
+        let pad = size.saturating_sub(40);
+        let json = Bytes::from(format!(
+            r#"{{"service_id":"s","note":"{}"}}"#,
+            "x".repeat(pad)
+        ));
+        g.bench_with_input(
+            BenchmarkId::new("tapped_scanned", name),
+            &json,
+            |b, data| {
+                b.iter(|| {
+                    let ex = Arc::new(Exchange::new(
+                        &tx,
+                        Method::PUT,
+                        "/v2/service_instances/i",
+                        "",
+                        "id".into(),
+                    ));
+                    let tap = Tap::new(ex, Side::Request, 1 << 20, true);
+                    black_box(drain(CaptureBody::new(frames(data), tap)))
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -140,6 +164,7 @@ fn body(text: &str) -> BodyData {
         bytes: text.as_bytes().to_vec(),
         size: text.len() as u64,
         truncated: false,
+        scanned: None,
     }
 }
 

@@ -59,7 +59,7 @@ PIECES = [
     ("routing (parse, path check, route table)", ["osb_gateway::registry::table", "osb_gateway::proxy::Target",
                                                   "osb_gateway::osb::path", "osb_gateway::osb::classify"]),
     ("header rewrite", ["osb_gateway::proxy::forward"]),
-    ("capture tap (bodies)", ["osb_gateway::capture::body"]),
+    ("capture tap (bodies)", ["osb_gateway::capture::body", "osb_gateway::capture::record::scan"]),
     ("exchange record (worker side)", ["osb_gateway::capture::exchange", "osb_gateway::capture::CaptureTx",
                                        "osb_gateway::capture::record"]),
     ("body idle timers", ["osb_gateway::body::TimedBody", "tokio::time::", "tokio::runtime::time"]),

@@ -24,8 +24,13 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::exchange::{BodyEnd, Exchange, Side};
+use super::record::scan::{Scan, LONG_STRING};
 use super::record::BodyData;
 use crate::body::{BoxError, IdleTimeout};
+
+/// Bytes copied at a time by a tap that scans: the scan then reads them
+/// from L1 (48 KiB of data cache per core here).
+const SCAN_PIECE: usize = 16 * 1024;
 
 /// The capturing half of a body.
 pub struct Tap {
@@ -41,12 +46,16 @@ pub struct Tap {
     expected: usize,
     exchange: Arc<Exchange>,
     side: Side,
+    /// The long-string scan of the kept bytes, for a body whose fields
+    /// record building reads (see [`super::record::scan`]).
+    scan: Option<Scan>,
 }
 
 impl Tap {
     /// A tap keeping up to `cap` bytes of `exchange`'s `side` body
-    /// ([`Exchange::tap`] takes the cap from the capture settings).
-    pub fn new(exchange: Arc<Exchange>, side: Side, cap: usize) -> Self {
+    /// ([`Exchange::tap`] takes the cap from the capture settings), and
+    /// scanning them for long strings when `scan`.
+    pub fn new(exchange: Arc<Exchange>, side: Side, cap: usize, scan: bool) -> Self {
         Tap {
             bytes: Vec::new(),
             reserved: 0,
@@ -56,6 +65,7 @@ impl Tap {
             expected: 0,
             exchange,
             side,
+            scan: scan.then(Scan::default),
         }
     }
 
@@ -112,16 +122,39 @@ impl Tap {
         }
         // NB: a body the budget cut keeps a prefix, never one with holes.
         let take = want.min(self.reserved - self.bytes.len());
-        self.bytes.extend_from_slice(&data[..take]);
+        self.keep(&data[..take]);
         if take < want {
             self.cut = true;
             self.exchange.capture_tx().count_cut_body();
         }
     }
 
+    /// Copies `data` into the kept bytes, and scans it while it is still
+    /// in L1 (pieces of [`SCAN_PIECE`]) once the body is long enough to
+    /// have long strings.
+    fn keep(&mut self, data: &[u8]) {
+        let Some(scan) = self.scan.as_mut() else {
+            self.bytes.extend_from_slice(data);
+            return;
+        };
+        for piece in data.chunks(SCAN_PIECE) {
+            self.bytes.extend_from_slice(piece);
+            if self.bytes.len() >= LONG_STRING {
+                scan.feed(&self.bytes);
+            }
+        }
+    }
+
     fn finish(mut self, end: BodyEnd) {
         let bytes = std::mem::take(&mut self.bytes);
         let kept = bytes.len();
+        // NB: a scan that saw every kept byte (a body shorter than
+        // LONG_STRING was never scanned: record building reads it whole).
+        let scanned = self
+            .scan
+            .take()
+            .filter(|s| s.scanned() == kept && kept >= LONG_STRING)
+            .map(Scan::finish);
         // NB: what was reserved but not filled (a body shorter than its
         // head said, or cut off) goes back now.
         self.exchange.release_body(self.reserved - kept);
@@ -130,6 +163,7 @@ impl Tap {
             truncated: self.seen > kept as u64,
             size: self.seen,
             bytes,
+            scanned,
         };
         // NB: the reservation moves to the exchange with the bytes.
         self.exchange.set_body(self.side, data, end, kept);
@@ -285,6 +319,90 @@ mod tests {
         drop((idle, sending));
         drop(ex);
         assert_eq!(load(&tx.0.metrics.inflight_bytes), 0, "all given back");
+    }
+
+    /// The body `frames` makes (sent in that order) once tapped on `side`
+    /// of a `method` `path` exchange answered with `status`.
+    fn tapped(
+        method: http::Method,
+        path: &str,
+        status: u16,
+        side: Side,
+        frames: Vec<Bytes>,
+    ) -> BodyData {
+        let tx = with_budget(64 << 20, 4 << 20);
+        let mut ex = Exchange::new(&tx, method.clone(), path, "", "r".into());
+        ex.operation = crate::osb::classify(&method, path).0;
+        ex.osb_path = path.into();
+        let ex = Arc::new(ex);
+        if side == Side::Response {
+            let status = http::StatusCode::from_u16(status).unwrap();
+            ex.set_response(status, &http::HeaderMap::new(), true);
+        }
+        let claimed = frames.iter().map(|f| f.len() as u64).sum();
+        let mut frames = frames;
+        frames.reverse();
+        let mut body = CaptureBody::new(Claims { claimed, frames }, ex.tap(side));
+        poll_all(&mut body);
+        // NB: `Claims` never ends; its end is the tap's drop.
+        drop(body);
+        ex.body(side).expect("stored").clone()
+    }
+
+    #[test]
+    fn bodies_whose_fields_are_read_are_scanned_as_they_pass() {
+        use crate::capture::record::scan::{scan, Scanned, LONG_STRING};
+        let json = format!(
+            r#"{{"service_id":"s","note":"{}","plan_id":"p"}}"#,
+            "x".repeat(LONG_STRING)
+        );
+        // In odd pieces, so strings and pieces end anywhere.
+        let pieces = |s: &str| -> Vec<Bytes> {
+            s.as_bytes()
+                .chunks(1000 + 7)
+                .map(Bytes::copy_from_slice)
+                .collect()
+        };
+        let put = http::Method::PUT;
+        let provision = tapped(
+            put.clone(),
+            "/v2/service_instances/i",
+            0,
+            Side::Request,
+            pieces(&json),
+        );
+        assert_eq!(provision.bytes, json.as_bytes());
+        assert_eq!(provision.scanned, Some(scan(json.as_bytes())));
+        assert!(matches!(&provision.scanned, Some(Scanned::Strings(l)) if l.len() == 1));
+        // A provision's 202 (its `operation` is read) is scanned too.
+        let accepted = tapped(
+            put.clone(),
+            "/v2/service_instances/i",
+            202,
+            Side::Response,
+            pieces(&json),
+        );
+        assert_eq!(accepted.scanned, Some(scan(json.as_bytes())));
+        // Not scanned: a catalog (nothing read from it), a short body
+        // (serde_json reads it whole).
+        let catalog = tapped(
+            http::Method::GET,
+            "/v2/catalog",
+            200,
+            Side::Response,
+            pieces(&json),
+        );
+        assert_eq!(catalog.bytes, json.as_bytes());
+        assert_eq!(catalog.scanned, None);
+        let short = r#"{"service_id":"s","plan_id":"p"}"#;
+        let small = tapped(
+            put,
+            "/v2/service_instances/i",
+            0,
+            Side::Request,
+            pieces(short),
+        );
+        assert_eq!(small.scanned, None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::body::Tap;
 use super::budget::Account;
 use super::headers::Headers;
-use super::record::{BodyData, Outcome, RawExchange};
+use super::record::{self, BodyData, Outcome, RawExchange};
 use super::CaptureTx;
 use crate::metrics::RouteStats;
 use crate::osb::Operation;
@@ -155,9 +155,20 @@ impl Exchange {
         self.tx.enabled()
     }
 
-    /// A tap for one of this exchange's bodies.
+    /// A tap for one of this exchange's bodies (the response's once its
+    /// head is set): it scans the body as it passes when record building
+    /// reads fields from it.
     pub fn tap(self: &Arc<Self>, side: Side) -> Tap {
-        Tap::new(self.clone(), side, self.tx.max_body())
+        let op = self.operation;
+        let scan = match side {
+            Side::Request => record::reads_request_fields(op),
+            Side::Response => {
+                let status = self.response.get().map_or(0, |r| r.status.as_u16());
+                let redact = self.routing.get().is_some_and(|r| r.redact_parameters);
+                record::reads_response_fields(op, status, redact)
+            }
+        };
+        Tap::new(self.clone(), side, self.tx.max_body(), scan)
     }
 
     /// The capture queue this exchange goes to.
@@ -225,6 +236,7 @@ impl Exchange {
             bytes: bytes.to_vec(),
             size: bytes.len() as u64,
             truncated: false,
+            scanned: None,
         };
         let _ = self.response_body.set((data, BodyEnd::Complete));
     }
@@ -241,6 +253,16 @@ impl Exchange {
         } else {
             self.release_body(reserved);
         }
+    }
+
+    /// A tapped body, as stored so far (tests).
+    #[cfg(test)]
+    pub(crate) fn body(&self, side: Side) -> Option<&BodyData> {
+        match side {
+            Side::Request => self.request_body.get(),
+            Side::Response => self.response_body.get(),
+        }
+        .map(|(d, _)| d)
     }
 
     fn outcome(&self) -> (Outcome, String) {

@@ -61,6 +61,34 @@ pub struct BodyData {
     pub size: u64,
     /// `true` when `bytes` is shorter than `size`.
     pub truncated: bool,
+    /// Its long strings, when the capture tap found them as the body
+    /// passed (a body whose fields are read, of [`scan::LONG_STRING`]
+    /// bytes or more); else record building finds them.
+    pub scanned: Option<scan::Scanned>,
+}
+
+/// Whether record building reads fields (`service_id`, `plan_id`) from
+/// the request body of `op`.
+pub(crate) fn reads_request_fields(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::ProvisionInstance | Operation::UpdateInstance | Operation::Bind
+    )
+}
+
+/// Whether record building reads fields (`operation`, `state`,
+/// `description`) from the response body of `op` answered with `status`.
+pub(crate) fn reads_response_fields(op: Operation, status: u16, redact_parameters: bool) -> bool {
+    status == 202
+        || status >= 400
+        || matches!(
+            op,
+            Operation::PollInstanceLastOperation
+                | Operation::PollBindingLastOperation
+                | Operation::Bind
+                | Operation::FetchBinding
+        )
+        || (redact_parameters && op == Operation::FetchInstance)
 }
 
 /// What the proxy hands to the pipeline when an exchange ends. Nothing in it
@@ -168,12 +196,9 @@ impl RawExchange {
         let mut broker_operation = query_param(&self.query, "operation").unwrap_or_default();
         // NB: parse bodies only where a field is read from them or redaction
         // needs the structure; a catalog or a plain 200 is stored as sent.
-        let body_ops = matches!(
-            op,
-            Operation::ProvisionInstance | Operation::UpdateInstance | Operation::Bind
-        );
-        if body_ops && !self.request_body.truncated {
-            let f: fields::RequestFields = fields::pick(&self.request_body.bytes);
+        if reads_request_fields(op) && !self.request_body.truncated {
+            let body = &self.request_body;
+            let f: fields::RequestFields = fields::pick(&body.bytes, body.scanned.as_ref());
             if let Some(s) = f.service_id {
                 service_id = s;
             }
@@ -181,20 +206,12 @@ impl RawExchange {
                 plan_id = p;
             }
         }
-        let response_fields = self.status == 202
-            || self.status >= 400
-            || matches!(
-                op,
-                Operation::PollInstanceLastOperation
-                    | Operation::PollBindingLastOperation
-                    | Operation::Bind
-                    | Operation::FetchBinding
-            )
-            || (self.redact_parameters && op == Operation::FetchInstance);
+        let response_fields = reads_response_fields(op, self.status, self.redact_parameters);
         let mut state = String::new();
         let mut description = String::new();
         if response_fields && !self.response_body.truncated {
-            let f: fields::ResponseFields = fields::pick(&self.response_body.bytes);
+            let body = &self.response_body;
+            let f: fields::ResponseFields = fields::pick(&body.bytes, body.scanned.as_ref());
             if let Some(o) = f.operation {
                 broker_operation = o;
             }
@@ -265,6 +282,7 @@ impl RawExchange {
 }
 
 mod fields;
+pub mod scan;
 
 #[cfg(test)]
 mod tests;

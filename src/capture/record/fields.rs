@@ -14,6 +14,8 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use super::scan::{self, Scanned, LONG_STRING};
+
 /// From a request: `service_id`, `plan_id`, `previous_values.plan_id`.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct RequestFields {
@@ -30,11 +32,16 @@ pub(super) struct ResponseFields {
     pub description: Option<String>,
 }
 
-/// The fields of `body`; none when it is not a JSON object.
-pub(super) fn pick<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> T {
+/// The fields of `body`; none when it is not a JSON object. `scanned`: its
+/// long strings when the capture tap found them as the body passed (else
+/// they are found here).
+pub(super) fn pick<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+    scanned: Option<&Scanned>,
+) -> T {
     match body.len() < LONG_STRING {
         true => short_body(body),
-        false => long_body(body),
+        false => long_body(body, scanned),
     }
 }
 
@@ -44,85 +51,33 @@ fn short_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> T {
     serde_json::from_slice(body).unwrap_or_default()
 }
 
-/// [`pick`] of a body with room for long strings.
+/// [`pick`] of a body with room for long strings: serde_json over the
+/// body without them.
 ///
 /// NB: both paths are functions of their own: with the long one inlined
 /// into `pick`, a 2 KB provision's record took 2.26 -> 2.55 µs to build;
 /// apart, 2.39 (`cargo bench --bench capture -- record_build`; a 1 MB
 /// provision 184.7 -> 116.8 µs).
+///
+/// NB: serde_json skips a string 8 bytes a step (it looks for control
+/// characters as well as the closing quote); [`scan`] finds the quote with
+/// SIMD, and the control-character and UTF-8 checks vectorise. Only a
+/// string value of 64 KiB or more among the fields read would differ (read
+/// as empty): ids are never that long.
 #[inline(never)]
-fn long_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> T {
-    match without_long_strings(body) {
+fn long_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8], scanned: Option<&Scanned>) -> T {
+    let here;
+    let scanned = match scanned {
+        Some(s) => s,
+        None => {
+            here = scan::scan(body);
+            &here
+        }
+    };
+    match scan::without_long_strings(body, scanned) {
         Some(short) => serde_json::from_slice(&short).unwrap_or_default(),
         None => T::default(),
     }
-}
-
-/// Strings at least this long are scanned here, not by serde_json.
-const LONG_STRING: usize = 64 * 1024;
-
-/// `body` with the text of each string of [`LONG_STRING`] bytes or more
-/// taken out (`"..."` becomes `""`), or `None` when one of them makes the
-/// body invalid JSON (a control character, invalid UTF-8, no closing
-/// quote). Strings with escapes are left to serde_json.
-///
-/// NB: serde_json skips a string 8 bytes a step (it looks for control
-/// characters as well as the closing quote); `memchr2` finds the quote
-/// with SIMD, and the control-character and UTF-8 checks vectorise. Only
-/// a string value of 64 KiB or more among the fields read would differ
-/// (read as empty): ids are never that long.
-#[inline(never)]
-fn without_long_strings(body: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    let mut out: Option<Vec<u8>> = None;
-    let mut copied = 0;
-    let mut at = 0;
-    while let Some(q) = memchr::memchr(b'"', &body[at..]) {
-        let start = at + q + 1;
-        let mut end = start;
-        let mut escaped = false;
-        loop {
-            let k = memchr::memchr2(b'"', b'\\', &body[end..])?;
-            end += k;
-            if body[end] == b'"' {
-                break;
-            }
-            escaped = true;
-            end += 2;
-            if end > body.len() {
-                return None;
-            }
-        }
-        let text = &body[start..end];
-        if text.len() >= LONG_STRING && !escaped {
-            // NB: one vectorised pass finds what is not printable ASCII
-            // (`b - 0x20` wraps below 0x20, and 0x80 and up stay at 0x60 or
-            // more); only such a string is checked for control characters
-            // and UTF-8 (`cargo bench --bench capture -- record_build`).
-            let unusual = |c: &[u8]| {
-                c.iter()
-                    .fold(false, |any, &b| any | (b.wrapping_sub(0x20) >= 0x60))
-            };
-            if text.chunks(4096).any(unusual) {
-                let control = text
-                    .chunks(4096)
-                    .any(|c| c.iter().fold(false, |any, &b| any | (b < 0x20)));
-                if control || std::str::from_utf8(text).is_err() {
-                    return None;
-                }
-            }
-            let out = out.get_or_insert_with(|| Vec::with_capacity(body.len() - text.len()));
-            out.extend_from_slice(&body[copied..start]);
-            copied = end;
-        }
-        at = end + 1;
-    }
-    Some(match out {
-        None => std::borrow::Cow::Borrowed(body),
-        Some(mut out) => {
-            out.extend_from_slice(&body[copied..]);
-            std::borrow::Cow::Owned(out)
-        }
-    })
 }
 
 /// A value kept when it is a string, skipped (not built) otherwise.
@@ -289,6 +244,18 @@ impl<'de> Deserialize<'de> for ResponseFields {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// [`super::pick`], checked to read the same with the body scanned
+    /// beforehand (as the capture tap does).
+    fn pick<T>(body: &[u8]) -> T
+    where
+        T: for<'de> Deserialize<'de> + Default + PartialEq + fmt::Debug,
+    {
+        let here: T = super::pick(body, None);
+        let tapped: T = super::pick(body, Some(&scan::scan(body)));
+        assert_eq!(here, tapped, "scanned by the tap");
+        here
+    }
 
     /// What `Value::get(key).as_str()` reads, the reference.
     fn by_tree(body: &str, key: &str) -> Option<String> {

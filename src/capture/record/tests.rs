@@ -8,6 +8,7 @@ fn raw(method: &str, osb_path: &str, query: &str, req: &str, resp: &str) -> RawE
         bytes: s.as_bytes().to_vec(),
         size: s.len() as u64,
         truncated: false,
+        scanned: None,
     };
     RawExchange {
         id: Uuid::new_v4(),
